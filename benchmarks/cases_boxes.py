@@ -1,0 +1,45 @@
+"""Benchmark cases of the box ops (box_iou, encode, decode)."""
+
+from __future__ import annotations
+
+import ssd_reference as ref
+import torch
+
+from benchmarks.harness import Case
+from ssd_ext import ops
+
+
+def _random_boxes(count: int, device: str, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(count, 2, generator=generator)
+    wh = 0.02 + 0.3 * torch.rand(count, 2, generator=generator)
+    return torch.cat([xy, xy + wh], dim=1).to(device)
+
+
+def _box_iou_case(n: int, m: int, quick: bool) -> Case:
+    def inputs(device):
+        return _random_boxes(n, device, 0), _random_boxes(m, device, 1)
+
+    def ours(device):
+        a, b = inputs(device)
+        return lambda: ops.box_iou(a, b)
+
+    def reference(device):
+        a, b = inputs(device)
+        return lambda: ref.box_iou(a, b)
+
+    def torchvision_impl(device):
+        import torchvision
+
+        a, b = inputs(device)
+        return lambda: torchvision.ops.box_iou(a, b)
+
+    return Case("box_iou", f"{n}x{m}", {"ssd_ext": ours, "reference": reference,
+                                        "torchvision": torchvision_impl}, quick=quick)
+
+
+CASES = [
+    _box_iou_case(8732, 50, quick=True),
+    _box_iou_case(5000, 5000, quick=True),
+    _box_iou_case(24564, 200, quick=False),
+]

@@ -1,0 +1,84 @@
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../box_math.h"
+#include "../ops/box_iou.h"
+
+namespace ssd_ext {
+namespace {
+
+// Columns of boxes2 as separate arrays (structure of arrays) in the math type, with areas
+// precomputed, so that the inner loop over boxes2 is a straight vectorisable sweep.
+template <typename acc_t>
+struct BoxColumns {
+  std::vector<acc_t> x1, y1, x2, y2, area;
+};
+
+template <typename scalar_t, typename acc_t>
+BoxColumns<acc_t> to_columns(const scalar_t* boxes, int64_t count) {
+  BoxColumns<acc_t> cols;
+  for (auto* v : {&cols.x1, &cols.y1, &cols.x2, &cols.y2, &cols.area}) {
+    v->resize(count);
+  }
+  for (int64_t k = 0; k < count; ++k) {
+    const acc_t x1 = boxes[4 * k], y1 = boxes[4 * k + 1];
+    const acc_t x2 = boxes[4 * k + 2], y2 = boxes[4 * k + 3];
+    cols.x1[k] = x1;
+    cols.y1[k] = y1;
+    cols.x2[k] = x2;
+    cols.y2[k] = y2;
+    cols.area[k] = box_math::box_area(x1, y1, x2, y2);
+  }
+  return cols;
+}
+
+template <typename scalar_t>
+void box_iou_cpu_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t n = boxes1.size(0);
+  const int64_t m = boxes2.size(0);
+  const scalar_t* a = boxes1.const_data_ptr<scalar_t>();
+  const BoxColumns<acc_t> b = to_columns<scalar_t, acc_t>(boxes2.const_data_ptr<scalar_t>(), m);
+  scalar_t* iou = out.mutable_data_ptr<scalar_t>();
+
+  // Each task takes whole rows; the grain keeps tasks at >= ~32k pairs.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(m, 1));
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const acc_t ax1 = a[4 * i], ay1 = a[4 * i + 1], ax2 = a[4 * i + 2], ay2 = a[4 * i + 3];
+      const acc_t area_a = box_math::box_area(ax1, ay1, ax2, ay2);
+      scalar_t* row = iou + i * m;
+      for (int64_t j = 0; j < m; ++j) {
+        row[j] = static_cast<scalar_t>(box_math::iou_with_areas(
+            ax1, ay1, ax2, ay2, area_a, b.x1[j], b.y1[j], b.x2[j], b.y2[j], b.area[j]));
+      }
+    }
+  });
+}
+
+at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  check_box_iou_args(boxes1, boxes2);
+  at::Tensor out = at::empty({boxes1.size(0), boxes2.size(0)}, boxes1.options());
+  if (out.numel() == 0) {
+    return out;
+  }
+  const at::Tensor b1 = boxes1.contiguous();
+  const at::Tensor b2 = boxes2.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, b1.scalar_type(), "box_iou_cpu",
+      [&] { box_iou_cpu_impl<scalar_t>(b1, b2, out); });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssd_ext, CPU, m) {
+  m.impl("box_iou", &box_iou_cpu);
+}
+
+}  // namespace ssd_ext

@@ -1,0 +1,3 @@
+from ssd_ext.cli import main
+
+raise SystemExit(main())
