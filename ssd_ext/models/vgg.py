@@ -1,0 +1,137 @@
+"""The SSD paper's VGG16 base network and extra feature layers (SSD300 and SSD512).
+
+Module names mirror ssd.pytorch so checkpoints map with a short, readable table
+(see ``weights.py``):
+
+- ``vgg``: an ``nn.Sequential`` of 35 layers with ssd.pytorch's (and torchvision ``vgg16.features``')
+  indices: convs at 0, 2, 5, 7, 10, 12, 14, 17, 19, 21 (conv4_3, whose ReLU is 22), 24, 26, 28;
+  pool3 (16) uses ``ceil_mode`` so 75 -> 38 at 300 px; pool5 (30) is 3x3 stride 1 pad 1;
+  fc6 (31) is a 3x3 conv with dilation 6 and 1024 channels; fc7 (33) is 1x1, 1024 channels.
+- ``l2norm``: :class:`L2Norm` on conv4_3 with a learned per-channel scale initialised to 20.
+- ``extras``: one ``nn.Sequential(conv1x1, ReLU, conv3x3, ReLU)`` per extra level
+  (ssd.pytorch's flat ``extras.{2k}`` / ``extras.{2k+1}`` are ours ``extras.k.0`` / ``extras.k.2``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["L2Norm", "VGG16Backbone", "vgg16_base_layers", "CONV4_3_RELU_INDEX"]
+
+# Index in ``vgg`` after which conv4_3's (ReLU'd) output is taken as the first feature map.
+CONV4_3_RELU_INDEX = 22
+
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
+
+
+class L2Norm(nn.Module):
+    """Channel-wise L2 normalisation with a learned per-channel scale (ParseNet, SSD's conv4_3).
+
+    ``y = weight[c] * x / max(||x||_2 over channels, eps)``; computed in float32 whatever the
+    input dtype (the norm of 512 bf16 channels loses too much precision), returned in the
+    input's dtype.
+    """
+
+    def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        normalised = F.normalize(x.float(), p=2.0, dim=1, eps=self.eps)
+        return (normalised * self.weight.float().view(1, -1, 1, 1)).to(x.dtype)
+
+
+def vgg16_base_layers() -> list[nn.Module]:
+    """The 35 layers of SSD's VGG16 base, conv1_1 to fc7's ReLU (ssd.pytorch's ``vgg`` list)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in _VGG16_CFG:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif item == "C":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+        else:
+            layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = item
+    layers += [
+        nn.MaxPool2d(kernel_size=3, stride=1, padding=1),  # pool5
+        nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6),  # fc6, atrous
+        nn.ReLU(inplace=True),
+        nn.Conv2d(1024, 1024, kernel_size=1),  # fc7
+        nn.ReLU(inplace=True),
+    ]
+    return layers
+
+
+def _extra_block(in_channels: int, mid_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 padding: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, mid_channels, kernel_size=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mid_channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _extras(variant: str) -> nn.ModuleList:
+    if variant == "ssd300":
+        # 19 -> 10 -> 5 -> 3 -> 1 (the last two are unpadded 3x3 convs).
+        blocks = [
+            _extra_block(1024, 256, 512, 3, 2, 1),
+            _extra_block(512, 128, 256, 3, 2, 1),
+            _extra_block(256, 128, 256, 3, 1, 0),
+            _extra_block(256, 128, 256, 3, 1, 0),
+        ]
+    elif variant == "ssd512":
+        # 32 -> 16 -> 8 -> 4 -> 2 -> 1 (Caffe SSD512: strided 3x3 convs, then a 4x4 conv, pad 1).
+        blocks = [
+            _extra_block(1024, 256, 512, 3, 2, 1),
+            _extra_block(512, 128, 256, 3, 2, 1),
+            _extra_block(256, 128, 256, 3, 2, 1),
+            _extra_block(256, 128, 256, 3, 2, 1),
+            _extra_block(256, 128, 256, 4, 1, 1),
+        ]
+    else:
+        raise ValueError(f"variant must be 'ssd300' or 'ssd512', got {variant!r}")
+    return nn.ModuleList(blocks)
+
+
+class VGG16Backbone(nn.Module):
+    """SSD's VGG16 feature extractor: returns the feature maps the heads read.
+
+    SSD300 (300 px): 6 maps, channels [512, 1024, 512, 256, 256, 256], sizes 38, 19, 10, 5, 3, 1.
+    SSD512 (512 px): 7 maps, channels [512, 1024, 512, 256, 256, 256, 256], sizes 64 ... 1.
+    The first map is conv4_3 after L2Norm; the second is fc7.
+    """
+
+    def __init__(self, variant: str = "ssd300") -> None:
+        super().__init__()
+        self.variant = variant
+        self.vgg = nn.Sequential(*vgg16_base_layers())
+        self.l2norm = L2Norm(512, scale=20.0)
+        self.extras = _extras(variant)
+        self.out_channels = [512, 1024] + [block[2].out_channels for block in self.extras]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform convs with zero bias (as ssd.pytorch and torchvision); scale 20."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.l2norm.weight, 20.0)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = []
+        for index, layer in enumerate(self.vgg):
+            x = layer(x)
+            if index == CONV4_3_RELU_INDEX:
+                features.append(self.l2norm(x))
+        features.append(x)
+        for block in self.extras:
+            x = block(x)
+            features.append(x)
+        return features

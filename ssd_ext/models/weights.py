@@ -1,0 +1,388 @@
+"""Loading weights from local files into our SSD models.
+
+Every file is read with ``torch.load(..., map_location="cpu", weights_only=True)``: a file that
+holds anything but tensors and plain containers (an arbitrary pickled object) is refused.
+Key mismatches raise :class:`WeightLoadError` listing the missing, unexpected and
+wrong-shape keys.
+
+Key maps (ours on the left; ``N`` is the same index on both sides unless noted):
+
+ssd.pytorch SSD300 checkpoints::
+
+    backbone.vgg.N.*          <- vgg.N.*            (N = 0..33: conv1_1 ... fc6 = 31, fc7 = 33)
+    backbone.l2norm.weight    <- L2Norm.weight
+    backbone.extras.K.0.*     <- extras.{2K}.*      (the 1x1 conv of extra level K)
+    backbone.extras.K.2.*     <- extras.{2K+1}.*    (its 3x3 conv)
+    loc.L.*, conf.L.*         <- loc.L.*, conf.L.*
+
+torchvision ``ssd300_vgg16``::
+
+    backbone.vgg.N.*          <- backbone.features.N.*      (N = 0..21: conv1_1 ... conv4_3)
+    backbone.vgg.{23+N}.*     <- backbone.extra.0.N.*       (N = 1, 3, 5: conv5_1 ... conv5_3)
+    backbone.vgg.31.*         <- backbone.extra.0.7.1.*     (fc6)
+    backbone.vgg.33.*         <- backbone.extra.0.7.3.*     (fc7)
+    backbone.l2norm.weight    <- backbone.scale_weight
+    backbone.extras.K.{0,2}.* <- backbone.extra.{K+1}.{0,2}.*
+    loc.L.*                   <- head.regression_head.module_list.L.*
+    conf.L.*                  <- head.classification_head.module_list.L.*
+
+VGG16 ImageNet backbones (only ``backbone.vgg`` is loaded):
+
+- torchvision ``vgg16`` (``features.N.*`` for N = 0..28, ``classifier.{0,3}.*``): conv layers keep
+  their index. fc6/fc7 are the paper's "reduced fc" made from the classifier by subsampling
+  ("decimation", as Caffe SSD's VGG_ILSVRC_16_layers_fc_reduced): fc6's ``[4096, 25088]``
+  weight is viewed as ``[4096, 512, 7, 7]`` and we keep every 4th output channel (0, 4, ...,
+  4092) and every 3rd spatial tap (0, 3, 6) in each direction, giving ``[1024, 512, 3, 3]`` for a
+  3x3 conv with dilation 6 (3 taps spaced 6 apart cover about the 7x7 window's span at twice
+  the resolution); fc7's ``[4096, 4096]`` keeps every 4th output and input channel, giving
+  ``[1024, 1024, 1, 1]``; biases keep every 4th entry. When the classifier is missing or not
+  finite (torchvision's ``IMAGENET1K_FEATURES`` file has a NaN classifier), fc6/fc7 keep their
+  initialisation and the returned report says so.
+- ``vgg16_reducedfc.pth`` (ssd.pytorch, keys ``N.weight`` / ``N.bias`` for N = 0..33 with fc6/fc7
+  already reduced): loaded index for index.
+
+Checkpoints wrapped as ``{"model": ...}``, ``{"state_dict": ...}`` or ``{"model_state_dict": ...}``
+and keys prefixed ``module.`` (DataParallel) are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "WeightLoadError",
+    "read_state_dict",
+    "load_state_dict_checked",
+    "detect_format",
+    "vgg16_backbone_state_dict",
+    "load_vgg16_backbone",
+    "from_ssd_pytorch",
+    "to_ssd_pytorch",
+    "from_torchvision_ssd300",
+    "to_torchvision_ssd300",
+    "load_weights",
+]
+
+StateDict = dict[str, Tensor]
+
+
+class WeightLoadError(ValueError):
+    """A weight file could not be read, or its keys/shapes do not fit the model."""
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Read a state dict from ``path`` safely (``weights_only=True``) and unwrap it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        WeightLoadError: the file is not a torch file, holds a pickled object other than
+            tensors and containers, or does not contain a ``str -> Tensor`` mapping.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weight file not found: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "allowed global" in message or "Unsupported global" in message:
+            blocked = re.search(r"GLOBAL (\S+) was not an allowed global", message)
+            what = f" ({blocked.group(1)})" if blocked else ""
+            raise WeightLoadError(
+                f"{path}: refused to unpickle an arbitrary object{what}; weight files are read with "
+                "torch.load(weights_only=True), which allows only tensors and plain containers"
+            ) from error
+        raise WeightLoadError(f"{path}: not a readable torch weight file (corrupt, or not written by "
+                              "torch.save)") from error
+    except Exception as error:  # noqa: BLE001 - torch raises several types for a corrupt file
+        raise WeightLoadError(f"{path}: not a readable torch weight file: {type(error).__name__}: {error}") \
+            from error
+    return _unwrap(loaded, path)
+
+
+def _unwrap(loaded: Any, source: str) -> StateDict:
+    if isinstance(loaded, Mapping):
+        for key in ("model", "state_dict", "model_state_dict"):
+            inner = loaded.get(key)
+            if isinstance(inner, Mapping):
+                loaded = inner
+                break
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise WeightLoadError(f"{source}: expected a non-empty state dict (str -> Tensor), "
+                              f"got {type(loaded).__name__}")
+    state: StateDict = {}
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise WeightLoadError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        state[key[len("module."):] if key.startswith("module.") else key] = value
+    return state
+
+
+def _as_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> StateDict:
+    if isinstance(source, Mapping):
+        return _unwrap(source, "state dict")
+    return read_state_dict(source)
+
+
+def _describe(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], source: str = "state dict",
+                            allow_missing: tuple[str, ...] = ()) -> None:
+    """``module.load_state_dict(state)`` with one clear error for every kind of mismatch.
+
+    Keys starting with a prefix in ``allow_missing`` may be absent (they keep their values).
+
+    Raises:
+        WeightLoadError: listing missing keys, unexpected keys and shape mismatches.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+                   for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = [f"{source} does not fit {type(module).__name__}:"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
+        if wrong_shape:
+            parts.append(f"shape mismatches ({len(wrong_shape)}): {_describe(wrong_shape)}")
+        raise WeightLoadError("\n  ".join(parts))
+    module.load_state_dict(state, strict=False)
+
+
+# ---------------------------------------------------------------------------- format detection
+
+def detect_format(state: Mapping[str, Tensor]) -> str:
+    """Which layout a state dict has: ``"ssd_ext"``, ``"ssd_pytorch"``, ``"torchvision_ssd300"``,
+    ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``."""
+    keys = set(state)
+    if any(k.startswith("backbone.vgg.") for k in keys) or any(k.startswith("backbone.stem.") for k in keys):
+        return "ssd_ext"
+    if "backbone.scale_weight" in keys or any(k.startswith("head.regression_head.") for k in keys):
+        return "torchvision_ssd300"
+    if "L2Norm.weight" in keys or any(k.startswith("vgg.") for k in keys):
+        return "ssd_pytorch"
+    if any(k.startswith("features.") for k in keys):
+        return "torchvision_vgg16"
+    if keys and all(re.fullmatch(r"\d+\.(weight|bias)", k) for k in keys):
+        return "vgg16_reducedfc"
+    raise WeightLoadError(f"unrecognised state dict layout (first keys: {_describe(sorted(keys), 8)})")
+
+
+# ---------------------------------------------------------------------------- VGG16 backbone
+
+_VGG_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+_FC6, _FC7 = 31, 33
+
+
+def _reduce_fc(state: Mapping[str, Tensor]) -> StateDict | None:
+    """fc6/fc7 of the SSD base from torchvision vgg16's classifier (see the module docstring)."""
+    needed = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+    if not all(k in state for k in needed):
+        return None
+    fc6_w, fc6_b = state["classifier.0.weight"], state["classifier.0.bias"]
+    fc7_w, fc7_b = state["classifier.3.weight"], state["classifier.3.bias"]
+    if fc6_w.shape != (4096, 512 * 7 * 7) or fc7_w.shape != (4096, 4096):
+        raise WeightLoadError(
+            f"vgg16 classifier has shapes {tuple(fc6_w.shape)} / {tuple(fc7_w.shape)}; expected "
+            "(4096, 25088) / (4096, 4096)"
+        )
+    if not all(torch.isfinite(t).all() for t in (fc6_w, fc6_b, fc7_w, fc7_b)):
+        return None
+    return {
+        f"{_FC6}.weight": fc6_w.view(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
+        f"{_FC6}.bias": fc6_b[::4].contiguous(),
+        f"{_FC7}.weight": fc7_w[::4, ::4].reshape(1024, 1024, 1, 1).contiguous(),
+        f"{_FC7}.bias": fc7_b[::4].contiguous(),
+    }
+
+
+def vgg16_backbone_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> tuple[StateDict, bool]:
+    """State dict for ``backbone.vgg`` (keys ``N.weight``/``N.bias``) from an ImageNet VGG16 file.
+
+    Accepts torchvision's ``vgg16`` layout or the ``vgg16_reducedfc.pth`` layout. Returns the
+    state dict and whether it includes fc6/fc7.
+    """
+    state = _as_state_dict(source)
+    layout = detect_format(state)
+    if layout == "vgg16_reducedfc":
+        return dict(state), f"{_FC6}.weight" in state
+    if layout != "torchvision_vgg16":
+        raise WeightLoadError(f"expected a VGG16 ImageNet state dict, got the {layout!r} layout")
+    converted: StateDict = {}
+    for index in _VGG_CONV_INDICES:
+        for name in ("weight", "bias"):
+            key = f"features.{index}.{name}"
+            if key not in state:
+                raise WeightLoadError(f"VGG16 state dict lacks {key}")
+            converted[f"{index}.{name}"] = state[key]
+    stray = [k for k in state if not k.startswith(("features.", "classifier."))]
+    if stray:
+        raise WeightLoadError(f"unexpected keys in VGG16 state dict: {_describe(stray)}")
+    fc = _reduce_fc(state)
+    if fc is not None:
+        converted.update(fc)
+    return converted, fc is not None
+
+
+def load_vgg16_backbone(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor]) -> dict[str, Any]:
+    """Load ImageNet VGG16 weights into ``model.backbone.vgg`` (an SSD300/SSD512).
+
+    Returns ``{"loaded_fc": bool}``; without usable fc weights fc6/fc7
+    keep their initialisation.
+    """
+    vgg = getattr(getattr(model, "backbone", None), "vgg", None)
+    if not isinstance(vgg, nn.Sequential):
+        raise WeightLoadError(f"{type(model).__name__} has no VGG16 backbone (model.backbone.vgg)")
+    state, has_fc = vgg16_backbone_state_dict(source)
+    fc_prefixes = () if has_fc else (f"{_FC6}.", f"{_FC7}.")
+    load_state_dict_checked(vgg, state, "VGG16 weights", allow_missing=fc_prefixes)
+    return {"loaded_fc": has_fc}
+
+
+# ---------------------------------------------------------------------------- ssd.pytorch
+
+_SSD_PYTORCH_EXTRAS = re.compile(r"extras\.(\d+)\.(weight|bias)")
+_OURS_EXTRAS = re.compile(r"backbone\.extras\.(\d+)\.([02])\.(weight|bias)")
+
+
+def from_ssd_pytorch(state: Mapping[str, Tensor]) -> StateDict:
+    """Rename an ssd.pytorch SSD state dict's keys to ours (values are shared, not copied)."""
+    state = _unwrap(state, "ssd.pytorch state dict")
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key.startswith("vgg."):
+            new = "backbone." + key
+        elif key == "L2Norm.weight":
+            new = "backbone.l2norm.weight"
+        elif match := _SSD_PYTORCH_EXTRAS.fullmatch(key):
+            index = int(match.group(1))
+            new = f"backbone.extras.{index // 2}.{0 if index % 2 == 0 else 2}.{match.group(2)}"
+        elif key.startswith(("loc.", "conf.")):
+            new = key
+        else:
+            new = "unmapped." + key  # reported as unexpected by load_state_dict_checked
+        converted[new] = value
+    return converted
+
+
+def to_ssd_pytorch(state: Mapping[str, Tensor]) -> StateDict:
+    """Our SSD300/SSD512 state dict in ssd.pytorch's key layout (inverse of ``from_ssd_pytorch``)."""
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key.startswith("backbone.vgg."):
+            new = key[len("backbone."):]
+        elif key == "backbone.l2norm.weight":
+            new = "L2Norm.weight"
+        elif match := _OURS_EXTRAS.fullmatch(key):
+            index = 2 * int(match.group(1)) + (0 if match.group(2) == "0" else 1)
+            new = f"extras.{index}.{match.group(3)}"
+        elif key.startswith(("loc.", "conf.")):
+            new = key
+        else:
+            raise WeightLoadError(f"key {key!r} has no ssd.pytorch equivalent (is this a VGG16 SSD?)")
+        converted[new] = value
+    return converted
+
+
+# ---------------------------------------------------------------------------- torchvision ssd300_vgg16
+
+def _torchvision_pairs(num_extras: int, num_levels: int) -> list[tuple[str, str]]:
+    """(torchvision prefix, our prefix) for every conv / parameter holder."""
+    pairs = [(f"backbone.features.{i}.", f"backbone.vgg.{i}.") for i in _VGG_CONV_INDICES if i < 23]
+    pairs += [(f"backbone.extra.0.{i - 23}.", f"backbone.vgg.{i}.") for i in _VGG_CONV_INDICES if i > 23]
+    pairs += [("backbone.extra.0.7.1.", f"backbone.vgg.{_FC6}."),
+              ("backbone.extra.0.7.3.", f"backbone.vgg.{_FC7}.")]
+    for k in range(num_extras):
+        for j in (0, 2):
+            pairs.append((f"backbone.extra.{k + 1}.{j}.", f"backbone.extras.{k}.{j}."))
+    for level in range(num_levels):
+        pairs.append((f"head.regression_head.module_list.{level}.", f"loc.{level}."))
+        pairs.append((f"head.classification_head.module_list.{level}.", f"conf.{level}."))
+    return pairs
+
+
+def _rename(state: Mapping[str, Tensor], pairs: list[tuple[str, str]], exact: dict[str, str]) -> StateDict:
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key in exact:
+            converted[exact[key]] = value
+            continue
+        for old, new in pairs:
+            if key.startswith(old):
+                converted[new + key[len(old):]] = value
+                break
+        else:
+            converted["unmapped." + key] = value
+    return converted
+
+
+def _count_levels(state: Mapping[str, Tensor], pattern: str) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def from_torchvision_ssd300(state: Mapping[str, Tensor]) -> StateDict:
+    """Rename a torchvision ``ssd300_vgg16`` state dict's keys to ours.
+
+    Load the result into ``ssd300(num_classes, priors=SSD300_TORCHVISION)`` (torchvision's COCO
+    model has 91 classes) for the same head outputs and priors as torchvision.
+    """
+    state = _unwrap(state, "torchvision ssd300_vgg16 state dict")
+    extras = _count_levels(state, r"backbone\.extra\.(\d+)\.") - 1
+    levels = _count_levels(state, r"head\.regression_head\.module_list\.(\d+)\.")
+    return _rename(state, _torchvision_pairs(max(extras, 0), levels),
+                   {"backbone.scale_weight": "backbone.l2norm.weight"})
+
+
+def to_torchvision_ssd300(state: Mapping[str, Tensor]) -> StateDict:
+    """Our SSD300 state dict in torchvision ``ssd300_vgg16``'s key layout."""
+    extras = _count_levels(state, r"backbone\.extras\.(\d+)\.")
+    levels = _count_levels(state, r"loc\.(\d+)\.")
+    pairs = [(ours, theirs) for theirs, ours in _torchvision_pairs(extras, levels)]
+    converted = _rename(state, pairs, {"backbone.l2norm.weight": "backbone.scale_weight"})
+    unmapped = [k for k in converted if k.startswith("unmapped.")]
+    if unmapped:
+        raise WeightLoadError(f"keys with no torchvision equivalent: {_describe(unmapped)}")
+    return converted
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor],
+                 layout: str = "auto") -> str:
+    """Load a local weight file (or state dict) into ``model``, converting known layouts.
+
+    ``layout``: ``"auto"`` (detect), ``"ssd_ext"`` (our own ``model.state_dict()``),
+    ``"ssd_pytorch"``, ``"torchvision_ssd300"``, ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``
+    (the last two load only the VGG16 base). Returns the layout used.
+
+    Raises:
+        FileNotFoundError, WeightLoadError (unreadable/unsafe file, unknown layout, or keys and
+        shapes that do not fit, each listed).
+    """
+    state = _as_state_dict(source)
+    name = detect_format(state) if layout == "auto" else layout
+    if name == "ssd_ext":
+        load_state_dict_checked(model, state, "ssd_ext state dict")
+    elif name == "ssd_pytorch":
+        load_state_dict_checked(model, from_ssd_pytorch(state), "ssd.pytorch state dict")
+    elif name == "torchvision_ssd300":
+        load_state_dict_checked(model, from_torchvision_ssd300(state), "torchvision ssd300_vgg16 state dict")
+    elif name in ("torchvision_vgg16", "vgg16_reducedfc"):
+        load_vgg16_backbone(model, state)
+    else:
+        raise WeightLoadError(f"unknown layout {layout!r}")
+    return name
