@@ -199,14 +199,16 @@ def _reduce_fc(state: Mapping[str, Tensor]) -> StateDict | None:
             f"vgg16 classifier has shapes {tuple(fc6_w.shape)} / {tuple(fc7_w.shape)}; expected "
             "(4096, 25088) / (4096, 4096)"
         )
-    if not all(torch.isfinite(t).all() for t in (fc6_w, fc6_b, fc7_w, fc7_b)):
-        return None
-    return {
-        f"{_FC6}.weight": fc6_w.view(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
+    reduced = {
+        f"{_FC6}.weight": fc6_w.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
         f"{_FC6}.bias": fc6_b[::4].contiguous(),
         f"{_FC7}.weight": fc7_w[::4, ::4].reshape(1024, 1024, 1, 1).contiguous(),
         f"{_FC7}.bias": fc7_b[::4].contiguous(),
     }
+    # Only the kept entries matter (and checking 4.7 M instead of 120 M values is cheaper).
+    if not all(torch.isfinite(t).all() for t in reduced.values()):
+        return None
+    return reduced
 
 
 def vgg16_backbone_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> tuple[StateDict, bool]:

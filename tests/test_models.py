@@ -1,0 +1,346 @@
+"""SSD models and prior presets: shapes, head order vs priors, presets vs hand values,
+channels_last, autocast, detect."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ssd_reference.priors import prior_boxes as reference_prior_boxes
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+import ssd_ext
+from ssd_ext.models import (
+    SSD,
+    SSD300_COCO,
+    SSD300_TORCHVISION,
+    SSD300_VOC,
+    SSD512_COCO,
+    SSD512_VOC,
+    SSD_SMALL_160,
+    L2Norm,
+    PriorConfig,
+    SmallBackbone,
+    build_model,
+    caffe_sizes,
+    config_from_scales,
+    get_preset,
+    paper_sizes,
+    ssd300,
+    ssd_small,
+)
+
+# ---------------------------------------------------------------------------- presets
+
+
+def test_ssd300_voc_and_coco_match_ssd_pytorch_configs():
+    assert SSD300_VOC.min_sizes == (30, 60, 111, 162, 213, 264)
+    assert SSD300_VOC.max_sizes == (60, 111, 162, 213, 264, 315)
+    assert SSD300_COCO.min_sizes == (21, 45, 99, 153, 207, 261)
+    assert SSD300_COCO.max_sizes == (45, 99, 153, 207, 261, 315)
+    for preset in (SSD300_VOC, SSD300_COCO):
+        assert preset.feature_map_sizes == (38, 19, 10, 5, 3, 1)
+        assert preset.steps == (8, 16, 32, 64, 100, 300)
+        assert preset.boxes_per_location == [4, 6, 6, 6, 4, 4]
+        assert preset.num_priors == 8732
+        assert preset.build().shape == (8732, 4)
+
+
+def test_ssd512_presets_match_caffe_rule():
+    expected_voc_min = (35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8)
+    expected_coco_min = (20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8)
+    assert SSD512_VOC.min_sizes == pytest.approx(expected_voc_min)
+    assert SSD512_VOC.max_sizes == pytest.approx(expected_voc_min[1:] + (537.6,))
+    assert SSD512_COCO.min_sizes == pytest.approx(expected_coco_min)
+    assert SSD512_COCO.max_sizes == pytest.approx(expected_coco_min[1:] + (542.72,))
+    for preset in (SSD512_VOC, SSD512_COCO):
+        assert preset.feature_map_sizes == (64, 32, 16, 8, 4, 2, 1)
+        assert preset.boxes_per_location == [4, 6, 6, 6, 6, 4, 4]
+        assert preset.num_priors == 24564
+        assert preset.build().shape == (24564, 4)
+
+
+def test_first_cell_of_ssd300_voc_by_hand():
+    priors = SSD300_VOC.build(dtype=torch.float64)
+    c = 4 / 300  # (0 + 0.5) * 8 / 300
+    s = 30 / 300
+    big = math.sqrt(30 * 60) / 300
+    r = math.sqrt(2)
+    expected = torch.tensor([[c, c, s, s], [c, c, big, big], [c, c, s * r, s / r], [c, c, s / r, s * r]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(priors[:4], expected)
+    # The second cell moves one step right (x), the 39th one step down (y).
+    assert priors[4, 0].item() == pytest.approx(12 / 300) and priors[4, 1].item() == pytest.approx(c)
+    assert priors[38 * 4, 1].item() == pytest.approx(12 / 300)
+    assert priors[38 * 4, 0].item() == pytest.approx(c)
+    # The last prior: the 1x1 level's tall ratio-2 box, clipped to 1.
+    last_side = 264 / 300
+    assert priors[-1].tolist() == pytest.approx([0.5, 0.5, last_side / r, min(1.0, last_side * r)])
+
+
+def test_presets_equal_the_reference_generator():
+    for preset in (SSD300_VOC, SSD512_COCO, SSD_SMALL_160):
+        expected = reference_prior_boxes(
+            preset.feature_map_sizes, preset.image_size, preset.min_sizes, preset.max_sizes,
+            preset.aspect_ratios, preset.steps, preset.offset, preset.clip)
+        torch.testing.assert_close(preset.build(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_torchvision_preset_reproduces_default_box_generator():
+    generator = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
+    grids = [[s, s] for s in SSD300_TORCHVISION.feature_map_sizes]
+    # torchvision builds its (w, h) pairs in float32, so compare at float32 precision.
+    theirs = generator._grid_default_boxes(grids, [300, 300], dtype=torch.float64)
+    ours = SSD300_TORCHVISION.build(dtype=torch.float64)
+    assert ours.shape == theirs.shape == (8732, 4)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    # torchvision leaves centres unclipped (the 10x10 level at step 32 reaches x = 1.0133) but
+    # clamps w and h; full clipping would change those priors, hence clip="wh".
+    assert theirs[:, :2].max().item() > 1.0
+    assert theirs[:, 2:].max().item() == 1.0
+
+
+def test_paper_and_caffe_size_rules():
+    mins, maxs = paper_sizes(300, 6, 0.2, 0.9)
+    assert mins == pytest.approx([60, 102, 144, 186, 228, 270])
+    assert maxs == pytest.approx([102, 144, 186, 228, 270, 312])
+    mins, maxs = caffe_sizes(300, 6, 20, 90, (10, 20))
+    assert mins == pytest.approx([30, 60, 111, 162, 213, 264])
+    assert maxs == pytest.approx([60, 111, 162, 213, 264, 315])
+    custom = config_from_scales((38, 19, 10, 5, 3, 1), 300, [[2]] * 6, s_min=0.2, s_max=0.9,
+                                first_level=(0.1, 0.2))
+    assert custom.min_sizes == pytest.approx((30, 60, 112.5, 165, 217.5, 270))
+    assert custom.max_sizes == pytest.approx((60, 112.5, 165, 217.5, 270, 322.5))
+    assert custom.num_priors == 4 * (38 * 38 + 19 * 19 + 10 * 10 + 5 * 5 + 3 * 3 + 1)
+    with pytest.raises(ValueError, match="s_min"):
+        paper_sizes(300, 6, 0.9, 0.2)
+
+
+def test_prior_config_validation_and_lookup():
+    with pytest.raises(ValueError, match="min_sizes has 1 entries"):
+        PriorConfig((38, 19), 300, (30,), (60, 111), ((2,), (2,)))
+    with pytest.raises(ValueError, match="clip"):
+        PriorConfig((38,), 300, (30,), (60,), ((2,),), clip="xy")
+    with pytest.raises(ValueError, match="unknown prior preset"):
+        get_preset("ssd1000")
+    assert get_preset("SSD300_VOC") is SSD300_VOC
+    no_max = PriorConfig((2,), 10, (3,), None, ((2, 3),))
+    assert no_max.boxes_per_location == [5] and no_max.build().shape == (20, 4)
+    # Hashable and equal by value (lists are normalised to tuples).
+    assert PriorConfig([38], 300, [30], [60], [[2]]) == PriorConfig((38,), 300, (30,), (60,), ((2,),))
+
+
+# ---------------------------------------------------------------------------- head order vs priors
+
+
+def _check_head_order(model: SSD, features: list[torch.Tensor], loc: torch.Tensor,
+                      conf: torch.Tensor) -> None:
+    """Every (level, row, column, anchor) of the raw head maps lands on the prior with that position."""
+    priors = model.priors.double()
+    config = model.prior_config
+    image_h, image_w = model.image_size
+    offset = 0
+    with torch.no_grad():
+        for level, feature in enumerate(features):
+            raw_loc = model.loc[level](feature)
+            raw_conf = model.conf[level](feature)
+            anchors = config.boxes_per_location[level]
+            height, width = feature.shape[-2:]
+            step_y, step_x = image_h / height, image_w / width
+            if config.steps is not None:
+                step_y = step_x = config.steps[level]
+            for i, j, a in [(0, 0, 0), (height - 1, width - 1, anchors - 1), (height // 2, width - 1, 1)]:
+                index = offset + (i * width + j) * anchors + a
+                torch.testing.assert_close(loc[0, index], raw_loc[0, a * 4:(a + 1) * 4, i, j])
+                classes = model.num_classes
+                torch.testing.assert_close(conf[0, index], raw_conf[0, a * classes:(a + 1) * classes, i, j])
+                cx, cy = priors[index, 0].item(), priors[index, 1].item()
+                assert cx == pytest.approx(min(1.0, (j + 0.5) * step_x / image_w))
+                assert cy == pytest.approx(min(1.0, (i + 0.5) * step_y / image_h))
+            offset += height * width * anchors
+    assert offset == loc.shape[1] == conf.shape[1] == priors.shape[0]
+
+
+@pytest.fixture(scope="module")
+def ssd300_run():
+    torch.manual_seed(0)
+    model = ssd300(num_classes=7).eval()
+    images = torch.randn(1, 3, 300, 300)
+    with torch.no_grad():
+        features = model.backbone(images)
+        loc, conf = model.head_outputs(features)
+    return model, images, features, loc, conf
+
+
+def test_ssd300_shapes_feature_maps_and_head_order(ssd300_run):
+    model, _, features, loc, conf = ssd300_run
+    assert loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 7)
+    assert model.priors.shape == (8732, 4)
+    assert [tuple(f.shape[-2:]) for f in features] == SSD300_VOC.feature_map_hw
+    assert [f.shape[1] for f in features] == [512, 1024, 512, 256, 256, 256]
+    _check_head_order(model, features, loc, conf)
+
+
+def test_ssd300_channels_last_matches(ssd300_run):
+    model, images, _, loc, conf = ssd300_run
+    try:
+        model.to(memory_format=torch.channels_last)
+        assert model.backbone.vgg[0].weight.is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            loc_cl, conf_cl = model(images.to(memory_format=torch.channels_last))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(loc_cl, loc, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conf_cl, conf, rtol=1e-4, atol=1e-4)
+
+
+def test_ssd512_shapes_on_meta_device():
+    # Shapes only: the meta device propagates them without the ~90 GFLOP forward.
+    model = build_model("SSD512", 21)
+    assert model.prior_config is SSD512_VOC
+    assert model.num_priors == 24564
+    assert model.prior_config.boxes_per_location == [4, 6, 6, 6, 6, 4, 4]
+    meta = model.to("meta")
+    images = torch.empty(2, 3, 512, 512, device="meta")
+    features = meta.backbone(images)
+    assert [tuple(f.shape[-2:]) for f in features] == SSD512_VOC.feature_map_hw
+    loc, conf = meta(images)
+    assert loc.shape == (2, 24564, 4) and conf.shape == (2, 24564, 21)
+
+
+def test_wrong_input_size_is_a_clear_error():
+    model = ssd_small(num_classes=3).eval()
+    with pytest.raises(ValueError, match="priors expect"):
+        model(torch.randn(1, 3, 192, 192))
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        model(torch.randn(3, 160, 160))
+    with pytest.raises(ValueError, match="num_classes"):
+        ssd_small(num_classes=1)
+
+
+# ---------------------------------------------------------------------------- small model, factory
+
+
+def test_small_model_shapes_order_and_backward():
+    torch.manual_seed(0)
+    model = ssd_small(num_classes=4)
+    assert isinstance(model.backbone, SmallBackbone)
+    images = torch.randn(8, 3, 160, 160)
+    loc, conf = model(images)
+    assert loc.shape == (8, 2408, 4) and conf.shape == (8, 2408, 4)
+    (loc.square().mean() + conf.logsumexp(-1).mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        features = model.backbone(images[:1])
+        loc1, conf1 = model.head_outputs(features)
+    assert [tuple(f.shape[-2:]) for f in features] == SSD_SMALL_160.feature_map_hw
+    _check_head_order(model, features, loc1, conf1)
+
+
+def test_non_square_input_with_matching_priors():
+    config = PriorConfig(((20, 28), (10, 14), (5, 7), (3, 4), (1, 2)), (160, 224), (16, 48, 80, 112, 144),
+                         (48, 80, 112, 144, 176), ((2,), (2, 3), (2, 3), (2, 3), (2,)))
+    model = ssd_small(num_classes=3, priors=config).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 160, 224))
+        loc, conf = model.head_outputs(features)
+    assert loc.shape[1] == config.num_priors
+    _check_head_order(model, features, loc, conf)
+
+
+def test_small_model_channels_last_and_bf16_autocast():
+    torch.manual_seed(0)
+    model = ssd_small(num_classes=5).eval()
+    images = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        loc, conf = model(images)
+        model_cl = model.to(memory_format=torch.channels_last)
+        loc_cl, conf_cl = model_cl(images.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(loc_cl, loc, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(conf_cl, conf, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loc_bf, conf_bf = model_cl(images.to(memory_format=torch.channels_last))
+    assert loc_bf.dtype == torch.bfloat16 and conf_bf.dtype == torch.bfloat16
+    assert model.priors.dtype == torch.float32
+    # bf16 keeps ~3 significant digits; errors compound over the layers.
+    scale = conf.abs().max()
+    assert (conf_bf.float() - conf).abs().max() < 0.1 * scale
+    assert (loc_bf.float() - loc).abs().max() < 0.1 * loc.abs().max()
+
+
+def test_autocast_training_step_small():
+    torch.manual_seed(0)
+    model = ssd_small(num_classes=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loc, conf = model(torch.randn(1, 3, 160, 160))
+        loss = loc.float().square().mean() + conf.float().logsumexp(-1).mean()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+
+
+def test_l2norm_scale_init_and_autocast_precision():
+    norm = L2Norm(8)
+    assert torch.equal(norm.weight.detach(), torch.full((8,), 20.0))
+    x = torch.randn(2, 8, 3, 3) * 100
+    expected = 20 * x / x.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(norm(x), expected)
+    out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    x16 = x.bfloat16().float()
+    torch.testing.assert_close(out.float(), 20 * x16 / x16.norm(dim=1, keepdim=True), rtol=1e-2, atol=1e-2)
+    assert torch.equal(norm(torch.zeros(1, 8, 2, 2)), torch.zeros(1, 8, 2, 2))
+
+
+def test_half_cast_keeps_float32_priors():
+    model = ssd_small(num_classes=3).to(torch.bfloat16)
+    assert model.priors.dtype == torch.float32
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert "priors" not in model.state_dict()
+
+
+def test_build_model_factory():
+    assert build_model("ssd_small", 5).num_classes == 5
+    model = build_model("ssd300", 81, priors="ssd300_coco")
+    assert model.prior_config is SSD300_COCO and model.conf[0].out_channels == 4 * 81
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("yolo", 21)
+    with pytest.raises(TypeError, match="PriorConfig"):
+        build_model("ssd_small", 3, priors=42)
+    with pytest.raises(ValueError, match="feature maps but the prior config"):
+        SSD(SmallBackbone(), [64, 128], SSD_SMALL_160, 3)
+
+
+# ---------------------------------------------------------------------------- detect
+
+
+def test_detect_scales_boxes_to_input_pixels_and_keeps_mode():
+    torch.manual_seed(0)
+    config = PriorConfig(((20, 28), (10, 14), (5, 7), (3, 4), (1, 2)), (160, 224), (16, 48, 80, 112, 144),
+                         (48, 80, 112, 144, 176), ((2,), (2, 3), (2, 3), (2, 3), (2,)))
+    model = ssd_small(num_classes=4, priors=config)
+    model.train()
+    images = torch.randn(2, 3, 160, 224)
+    results = model.detect(images, score_threshold=0.2, max_detections=50)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        loc, conf = model(images)
+    expected = ssd_ext.ops.detect(loc, conf, model.priors, score_threshold=0.2, iou_threshold=0.45,
+                                  candidates_per_class=400, max_detections=50)
+    scale = torch.tensor([224.0, 160.0, 224.0, 160.0])
+    assert len(results) == 2
+    for ours, ref in zip(results, expected, strict=True):
+        assert 0 < ours["boxes"].shape[0] <= 50
+        torch.testing.assert_close(ours["boxes"], ref["boxes"] * scale)
+        torch.testing.assert_close(ours["scores"], ref["scores"])
+        assert torch.equal(ours["labels"], ref["labels"]) and ours["labels"].dtype == torch.int64
+        assert ours["boxes"][:, 0::2].max() <= 224 and ours["boxes"][:, 1::2].max() <= 160
+        assert (ours["labels"] >= 1).all()
