@@ -275,6 +275,7 @@ def test_small_model_channels_last_and_bf16_autocast():
 
 
 def test_autocast_training_step_small():
+    # Batch size 1 on purpose: the 1x1 level has no BatchNorm, so training at batch 1 works.
     torch.manual_seed(0)
     model = ssd_small(num_classes=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)

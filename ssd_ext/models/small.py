@@ -43,12 +43,16 @@ class SmallBackbone(nn.Module):
             nn.Sequential(_separable(2 * w, 4 * w, 2), _separable(4 * w, 4 * w)),  # /16: 10x10
             nn.Sequential(_separable(4 * w, 4 * w, 2)),  # /32: 5x5
             nn.Sequential(_separable(4 * w, 4 * w, 2)),  # 3x3
-            nn.Sequential(_conv_bn_relu(4 * w, 4 * w, 3, 1, padding=0)),  # 1x1
+            # 1x1: no BatchNorm, whose batch statistics over one value per channel would make
+            # training at batch size 1 fail (and be noisy at small batches).
+            nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, 1, padding=0), nn.ReLU(inplace=True)),
         ])
         self.out_channels = [2 * w, 4 * w, 4 * w, 4 * w, 4 * w]
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)
