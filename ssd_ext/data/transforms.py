@@ -140,32 +140,26 @@ class ToFloatImage:
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """``[..., 3]`` RGB in [0, 1] -> HSV with hue in [0, 1) (a full turn is 1), S and V in [0, 1]."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    maxc = rgb.max(-1)
-    delta = maxc - rgb.min(-1)
-    safe_delta = np.where(delta > 0, delta, 1.0)
-    saturation = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1.0), 0.0)
-    hue = np.where(maxc == r, (g - b) / safe_delta,
-                   np.where(maxc == g, 2.0 + (b - r) / safe_delta, 4.0 + (r - g) / safe_delta))
+    maxc = np.maximum(np.maximum(r, g), b)
+    delta = maxc - np.minimum(np.minimum(r, g), b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        saturation = np.where(maxc > 0, delta / maxc, 0.0)
+        hue = np.where(maxc == r, (g - b) / delta,
+                       np.where(maxc == g, 2.0 + (b - r) / delta, 4.0 + (r - g) / delta))
     hue = np.where(delta > 0, (hue / 6.0) % 1.0, 0.0)
     return np.stack([hue, saturation, maxc], axis=-1).astype(rgb.dtype, copy=False)
 
 
-# For each hue sector 0..5, which of (v, t, p, q) becomes r, g and b.
-_HSV_SECTOR_TABLE = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
-
-
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_to_hsv`."""
-    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    hue6 = (hue % 1.0) * 6.0
-    sector = np.floor(hue6)
-    frac = hue6 - sector
-    sector = sector.astype(np.int64) % 6
-    p = value * (1 - saturation)
-    q = value * (1 - saturation * frac)
-    t = value * (1 - saturation * (1 - frac))
-    choices = np.stack([value, t, p, q], axis=-1)  # [..., 4]
-    return np.take_along_axis(choices, _HSV_SECTOR_TABLE[sector], axis=-1)
+    hue6 = (hsv[..., 0] % 1.0) * 6.0
+    chroma = hsv[..., 2] * hsv[..., 1]
+    channels = []
+    # Channel n (R: 5, G: 3, B: 1) is v - c * clip(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6.
+    for n in (5.0, 3.0, 1.0):
+        k = (hue6 + n) % 6.0
+        channels.append(hsv[..., 2] - chroma * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    return np.stack(channels, axis=-1).astype(hsv.dtype, copy=False)
 
 
 class PhotometricDistort:
@@ -210,7 +204,7 @@ class PhotometricDistort:
             image = self._contrast(self._hsv(image, generator), generator)
         if _rand(generator) < self.channel_swap_p:
             image = image[..., torch.randperm(3, generator=generator).numpy()]
-        return np.ascontiguousarray(image, dtype=np.float32), boxes, labels
+        return image.astype(np.float32, copy=False), boxes, labels
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(brightness_delta={self.brightness_delta}, contrast_range="
@@ -250,14 +244,15 @@ class Expand:
         return f"{type(self).__name__}(fill={self.fill}, max_ratio={self.max_ratio}, p={self.p})"
 
 
-def _iou_with_rect(boxes: torch.Tensor, rect: Sequence[float]) -> torch.Tensor:
-    x1, y1, x2, y2 = rect
-    iw = (torch.minimum(boxes[:, 2], boxes.new_tensor(x2)) - torch.maximum(boxes[:, 0], boxes.new_tensor(x1)))
-    ih = (torch.minimum(boxes[:, 3], boxes.new_tensor(y2)) - torch.maximum(boxes[:, 1], boxes.new_tensor(y1)))
-    inter = iw.clamp(min=0) * ih.clamp(min=0)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + (x2 - x1) * (y2 - y1) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+def _iou_with_rect(boxes: torch.Tensor | np.ndarray, rect: Sequence[float]) -> np.ndarray:
+    """IoU ``[G]`` (float64) of each of ``boxes`` (``[G, 4]``) with the rectangle ``rect``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = (float(v) for v in rect)
+    iw = np.minimum(boxes[:, 2], x2) - np.maximum(boxes[:, 0], x1)
+    ih = np.minimum(boxes[:, 3], y2) - np.maximum(boxes[:, 1], y1)
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + (x2 - x1) * (y2 - y1) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def sample_min_iou_crop(
@@ -278,6 +273,9 @@ def sample_min_iou_crop(
     choice = min_ious[_randint(generator, len(min_ious) - 1)]
     if choice is None or boxes.shape[0] == 0:
         return choice, None, None
+    boxes_np = boxes.detach().cpu().numpy().astype(np.float64)
+    cx = (boxes_np[:, 0] + boxes_np[:, 2]) / 2
+    cy = (boxes_np[:, 1] + boxes_np[:, 3]) / 2
     for _ in range(max_trials):
         crop_w = _uniform(generator, min_scale * width, width)
         crop_h = _uniform(generator, min_scale * height, height)
@@ -288,14 +286,12 @@ def sample_min_iou_crop(
         left = _randint(generator, width - crop_w_int)
         top = _randint(generator, height - crop_h_int)
         rect = (left, top, left + crop_w_int, top + crop_h_int)
-        if float(_iou_with_rect(boxes, rect).max()) < choice:
+        if float(_iou_with_rect(boxes_np, rect).max()) < choice:
             continue
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2
-        cy = (boxes[:, 1] + boxes[:, 3]) / 2
         keep = (cx > rect[0]) & (cx < rect[2]) & (cy > rect[1]) & (cy < rect[3])
-        if not bool(keep.any()):
+        if not keep.any():
             continue
-        return choice, rect, keep
+        return choice, rect, torch.from_numpy(keep)
     return choice, None, None
 
 
@@ -319,7 +315,7 @@ class MinIoURandomCrop:
         if rect is None:
             return image, boxes, labels
         x1, y1, x2, y2 = rect
-        image = np.ascontiguousarray(image[y1:y2, x1:x2])
+        image = image[y1:y2, x1:x2]  # a view: the next steps copy anyway
         boxes = boxes[keep]
         offset = boxes.new_tensor([x1, y1, x1, y1])
         boxes = torch.stack([
@@ -346,7 +342,7 @@ class RandomHorizontalFlip:
             return image, boxes, labels
         width = image.shape[1]
         flipped = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-        return np.ascontiguousarray(image[:, ::-1]), flipped, labels
+        return image[:, ::-1], flipped, labels  # a view: the next steps copy anyway
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
