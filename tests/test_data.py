@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import warnings
@@ -24,6 +26,7 @@ from ssd_ext.data import (
     eval_transform,
     make_loader,
     train_transform,
+    write_coco,
     write_voc,
 )
 
@@ -375,6 +378,42 @@ def test_coco_bad_entries_are_skipped_with_one_warning(tmp_path):
     torch.testing.assert_close(
         target["boxes"], torch.tensor([[2.0, 2.0, 7.0, 7.0], [20.0, 20.0, 32.0, 24.0]])
     )
+
+
+def test_synthetic_coco_round_trip_and_cocoeval_of_the_ground_truth(tmp_path):
+    from pycocotools.cocoeval import COCOeval
+
+    dataset = SyntheticShapes(num_images=8, image_size=64, seed=5)
+    category_ids = [2, 4, 8, 16, 32]  # non-contiguous, like COCO's
+    write_coco(dataset, tmp_path / "images", tmp_path / "shapes.json", category_ids=category_ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        coco = COCODetection(tmp_path / "images", tmp_path / "shapes.json", transform=eval_transform(32))
+    assert coco.class_names == dataset.class_names
+    detections = []
+    for index in range(len(dataset)):
+        _, expected = dataset[index]
+        _, target = coco[index]
+        assert target["image_id"] == index and target["orig_size"] == (64, 64)
+        assert torch.equal(target["labels"], expected["labels"])
+        torch.testing.assert_close(target["boxes"] * 64, expected["boxes"])
+        # The ground truth as detections, mapped back to category ids: a perfect score.
+        for box, label in zip(target["boxes"] * 64, target["labels"], strict=True):
+            x1, y1, x2, y2 = box.tolist()
+            detections.append(
+                {
+                    "image_id": index,
+                    "category_id": coco.label_to_cat_id[int(label)],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": 1.0,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco.coco, coco.coco.loadRes(detections), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)
 
 
 def test_coco_unreadable_json_is_a_clear_error(tmp_path):

@@ -11,7 +11,7 @@ Without a transform, ``image`` is a PIL image and the boxes are in pixels. See
 from .base import AnnotationWarning, DetectionDataset
 from .coco import COCODetection
 from .loader import collate, make_loader, seed_worker
-from .synthetic import SHAPE_CLASSES, SyntheticShapes, write_voc
+from .synthetic import SHAPE_CLASSES, SyntheticShapes, write_coco, write_voc
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -56,5 +56,6 @@ __all__ = [
     "seed_worker",
     "to_pil",
     "train_transform",
+    "write_coco",
     "write_voc",
 ]

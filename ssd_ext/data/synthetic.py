@@ -15,6 +15,7 @@ image, five classes (``num_classes`` = 6), which a small SSD learns in a few CPU
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from .base import DetectionDataset
 
-__all__ = ["SHAPE_CLASSES", "SyntheticShapes", "write_voc"]
+__all__ = ["SHAPE_CLASSES", "SyntheticShapes", "write_coco", "write_voc"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "cross", "star")
 
@@ -274,3 +275,39 @@ def write_voc(dataset: DetectionDataset, root: str | os.PathLike, year: str = "2
         with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as handle:
             handle.writelines(f"{i}\n" for i in members)
     return ids
+
+
+def write_coco(dataset: DetectionDataset, image_dir: str | os.PathLike, annotation_file: str | os.PathLike,
+               category_ids: Sequence[int] | None = None, progress: bool = False) -> None:
+    """Write ``dataset`` (its raw items) as PNG images in ``image_dir`` and a COCO instances json.
+
+    Label ``l`` gets category id ``category_ids[l - 1]`` (default ``l``); image ids are the
+    indices. Boxes are written as ``[x, y, w, h]``, so ``COCODetection`` reads them back exactly.
+    """
+    image_dir = os.fspath(image_dir)
+    os.makedirs(image_dir, exist_ok=True)
+    names = dataset.class_names[1:]
+    category_ids = list(category_ids) if category_ids is not None else list(range(1, len(names) + 1))
+    if len(category_ids) != len(names) or len(set(category_ids)) != len(names):
+        raise ValueError(f"need {len(names)} distinct category ids, got {category_ids}")
+    indices: Any = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="writing COCO", unit="img")
+    images, annotations = [], []
+    for index in indices:
+        image, boxes, labels, _, _ = dataset.load_raw(index)
+        file_name = f"{index:06d}.png"
+        image.save(os.path.join(image_dir, file_name))
+        images.append({"id": index, "file_name": file_name, "width": image.width, "height": image.height})
+        for (x1, y1, x2, y2), label in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels,
+                                           strict=True):
+            width, height = float(x2 - x1), float(y2 - y1)
+            annotations.append({"id": len(annotations) + 1, "image_id": index,
+                                "category_id": category_ids[int(label) - 1], "iscrowd": 0,
+                                "bbox": [float(x1), float(y1), width, height], "area": width * height})
+    categories = [{"id": cat_id, "name": name, "supercategory": "shape"}
+                  for cat_id, name in zip(category_ids, names, strict=True)]
+    with open(annotation_file, "w") as handle:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, handle)
