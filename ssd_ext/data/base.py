@@ -9,6 +9,11 @@ An item is ``(image, target)``.
   float32 ``[G, 4]`` xyxy in PIXELS of that image (continuous coordinates: the image spans
   ``[0, W] x [0, H]``).
 
+A transform is called as ``transform(pil_image, boxes, packed)`` with ``boxes`` float32
+``[G, 4]`` pixels and ``packed`` int64 ``[G, 2]`` = (label, difficult), and must return
+``(image, boxes in pixels of that image, packed rows of the kept boxes)``; the dataset then
+normalises the boxes (see :mod:`ssd_ext.data.transforms`, whose transforms all do this).
+
 In both cases ``target`` also holds ``"labels"`` int64 ``[G]`` in ``1..num_classes-1``
 (0 is the background), ``"difficult"`` bool ``[G]`` (VOC's flag; all False elsewhere),
 ``"image_id"`` (int or str) and ``"orig_size"`` ``(H, W)`` of the image as read.
