@@ -248,6 +248,8 @@ def test_train_pipeline_is_reproducible_with_a_generator():
     pipeline = T.train_transform((48, 64))
     runs = [pipeline(image, boxes, labels, gen(seed)) for seed in (5, 5, 6)]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    numpy_runs = [pipeline(image, boxes, labels, np.random.default_rng(5)) for _ in range(2)]
+    assert torch.equal(numpy_runs[0][0], numpy_runs[1][0]) and torch.equal(numpy_runs[0][1], numpy_runs[1][1])
     outputs = [pipeline(image, boxes, labels, gen(seed))[0] for seed in range(6)]
     assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
 

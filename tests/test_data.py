@@ -475,6 +475,15 @@ def test_synthetic_shape_is_drawn_inside_its_box():
         assert np.linalg.norm(inside.reshape(-1, 3).mean(0) - pixels[mask].mean(0)) > 25
 
 
+def test_synthetic_demo_splits_are_disjoint():
+    train, test = SyntheticShapes.demo("train"), SyntheticShapes.demo("test", transform=eval_transform(64))
+    assert len(train) == 2000 and len(test) == 200 and train.seed != test.seed
+    assert test[0][0].shape == (3, 64, 64)
+    assert SyntheticShapes.demo("val", num_images=5).num_images == 5
+    with pytest.raises(ValueError):
+        SyntheticShapes.demo("holdout")
+
+
 def test_synthetic_rejects_bad_configuration():
     with pytest.raises(ValueError):
         SyntheticShapes(min_objects=3, max_objects=2)

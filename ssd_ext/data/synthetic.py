@@ -153,6 +153,20 @@ class SyntheticShapes(DetectionDataset):
         self.max_occlusion = float(max_occlusion)
         self.seed = int(seed)
 
+    # The demo's splits: (num_images, seed); distinct seeds make them disjoint.
+    DEMO_SPLITS: dict[str, tuple[int, int]] = {"train": (2000, 0), "val": (200, 1), "test": (200, 2)}
+
+    @classmethod
+    def demo(cls, split: str = "train", transform: Callable[..., Any] | None = None,
+             **overrides: Any) -> SyntheticShapes:
+        """The demo set's ``split`` ("train": 2000 images, seed 0; "val"/"test": 200 images,
+        seeds 1/2), default shapes and 128x128 images; ``overrides`` replace any argument."""
+        if split not in cls.DEMO_SPLITS:
+            raise ValueError(f"split must be one of {sorted(cls.DEMO_SPLITS)}, got {split!r}")
+        num_images, seed = cls.DEMO_SPLITS[split]
+        arguments = {"num_images": num_images, "seed": seed, "transform": transform, **overrides}
+        return cls(**arguments)
+
     def __len__(self) -> int:
         return self.num_images
 

@@ -13,8 +13,8 @@ Every transform is a callable ``t(image, boxes, labels, generator=None) -> (imag
 - ``labels``: any tensor whose first dimension is ``G`` (``[G]`` class labels, or ``[G, k]``
   when extra per-box columns such as VOC's ``difficult`` flag or a test's box id must stay
   paired with their box). Transforms that drop boxes index ``boxes`` and ``labels`` alike.
-- ``generator``: a ``torch.Generator`` for every random draw, or ``None`` for torch's global
-  generator (which a DataLoader worker seeds from the loader's seed, see
+- ``generator``: a ``torch.Generator`` (or ``numpy.random.Generator``) for every random draw,
+  or ``None`` for torch's global generator (which a DataLoader worker seeds from the loader's seed, see
   :func:`ssd_ext.data.make_loader`). :class:`Compose` hands the same generator to every step.
 
 The photometric distortion follows Caffe SSD's ``ssd_pascal.py`` settings (brightness +-32,
@@ -65,17 +65,31 @@ CROP_MIN_IOUS: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
 Sample = tuple[Any, torch.Tensor, torch.Tensor]
 
 
-def _rand(generator: torch.Generator | None) -> float:
+RandomSource = torch.Generator | np.random.Generator | None
+
+
+def _rand(generator: RandomSource) -> float:
+    """Uniform float in [0, 1)."""
+    if isinstance(generator, np.random.Generator):
+        return float(generator.random())
     return float(torch.rand((), generator=generator, dtype=torch.float64))
 
 
-def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+def _uniform(generator: RandomSource, low: float, high: float) -> float:
     return low + (high - low) * _rand(generator)
 
 
-def _randint(generator: torch.Generator | None, high: int) -> int:
+def _randint(generator: RandomSource, high: int) -> int:
     """Uniform integer in [0, high]."""
+    if isinstance(generator, np.random.Generator):
+        return int(generator.integers(0, high + 1))
     return int(torch.randint(0, high + 1, (), generator=generator))
+
+
+def _permutation(generator: RandomSource, n: int) -> np.ndarray:
+    if isinstance(generator, np.random.Generator):
+        return generator.permutation(n)
+    return torch.randperm(n, generator=generator).numpy()
 
 
 def _check_sample(image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor) -> None:
@@ -99,7 +113,7 @@ class Compose:
         self.transforms = list(transforms)
 
     def __call__(self, image: Any, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         for transform in self.transforms:
             image, boxes, labels = transform(image, boxes, labels, generator)
         return image, boxes, labels
@@ -114,7 +128,7 @@ class ToFloatImage:
     ``[H, W, 3]``. Also makes ``boxes`` a float32 ``[G, 4]`` tensor and ``labels`` a tensor."""
 
     def __call__(self, image: Any, boxes: Any, labels: Any,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         if isinstance(image, Image.Image):
             array = np.asarray(image.convert("RGB"), dtype=np.float32)
         elif isinstance(image, np.ndarray):
@@ -175,12 +189,12 @@ class PhotometricDistort:
         self.p = p
         self.channel_swap_p = channel_swap_p
 
-    def _contrast(self, image: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
+    def _contrast(self, image: np.ndarray, generator: RandomSource) -> np.ndarray:
         if _rand(generator) < self.p:
             image = np.clip(image * np.float32(_uniform(generator, *self.contrast_range)), 0, 255)
         return image
 
-    def _hsv(self, image: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
+    def _hsv(self, image: np.ndarray, generator: RandomSource) -> np.ndarray:
         saturation = _uniform(generator, *self.saturation_range) if _rand(generator) < self.p else None
         hue = _uniform(generator, -self.hue_delta, self.hue_delta) if _rand(generator) < self.p else None
         if saturation is None and hue is None:
@@ -193,7 +207,7 @@ class PhotometricDistort:
         return np.clip(hsv_to_rgb(hsv) * np.float32(255.0), 0, 255).astype(np.float32, copy=False)
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         if _rand(generator) < self.p:
             delta = np.float32(_uniform(generator, -self.brightness_delta, self.brightness_delta))
@@ -203,7 +217,7 @@ class PhotometricDistort:
         else:
             image = self._contrast(self._hsv(image, generator), generator)
         if _rand(generator) < self.channel_swap_p:
-            image = image[..., torch.randperm(3, generator=generator).numpy()]
+            image = image[..., _permutation(generator, 3)]
         return image.astype(np.float32, copy=False), boxes, labels
 
     def __repr__(self) -> str:
@@ -225,7 +239,7 @@ class Expand:
         self.p = p
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         if _rand(generator) >= self.p:
             return image, boxes, labels
@@ -256,7 +270,7 @@ def _iou_with_rect(boxes: torch.Tensor | np.ndarray, rect: Sequence[float]) -> n
 
 
 def sample_min_iou_crop(
-    boxes: torch.Tensor, width: int, height: int, generator: torch.Generator | None = None,
+    boxes: torch.Tensor, width: int, height: int, generator: RandomSource = None,
     min_ious: Sequence[float | None] = CROP_MIN_IOUS, min_scale: float = 0.3,
     aspect_range: tuple[float, float] = (0.5, 2.0), max_trials: int = 50,
 ) -> tuple[float | None, tuple[int, int, int, int] | None, torch.Tensor | None]:
@@ -307,7 +321,7 @@ class MinIoURandomCrop:
         self.max_trials = max_trials
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         height, width, _ = image.shape
         _, rect, keep = sample_min_iou_crop(boxes, width, height, generator, self.min_ious,
@@ -336,7 +350,7 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         if _rand(generator) >= self.p:
             return image, boxes, labels
@@ -358,7 +372,7 @@ class Resize:
             raise ValueError(f"size must be positive, got {size}")
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         height, width, _ = image.shape
         new_h, new_w = self.size
@@ -383,7 +397,7 @@ class Normalize:
         self.std = tuple(float(s) for s in std)
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         mean = np.asarray(self.mean, dtype=np.float32) * np.float32(255.0)
         inv_std = np.float32(1.0) / (np.asarray(self.std, dtype=np.float32) * np.float32(255.0))
@@ -397,7 +411,7 @@ class ToTensor:
     """float32 array ``[H, W, 3]`` -> float32 tensor ``[3, H, W]`` (the last step)."""
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> Sample:
+                 generator: RandomSource = None) -> Sample:
         _check_sample(image, boxes, labels)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), boxes, labels
 
