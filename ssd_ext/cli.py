@@ -49,11 +49,42 @@ def cmd_info(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth_voc(args: argparse.Namespace) -> int:
+    from ssd_ext.data import SyntheticShapes, write_voc
+
+    dataset = SyntheticShapes(num_images=args.num_images, image_size=args.image_size, seed=args.seed,
+                              min_objects=args.min_objects, max_objects=args.max_objects)
+    ids = write_voc(dataset, args.out, year=args.year, split=args.split, test_fraction=args.test_fraction,
+                    image_format=args.format, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {len(ids)} images to {args.out}/VOC{args.year} (classes: "
+              f"{', '.join(dataset.class_names[1:])})")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ssd_ext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="version, build and devices")
     info.set_defaults(func=cmd_info)
+    synth = commands.add_parser(
+        "synth-voc", help="write the synthetic shapes set to disk in VOC layout",
+        description="Write SyntheticShapes to OUT/VOC<year> (JPEGImages, Annotations, ImageSets/Main). "
+                    "Read it back with ssd_ext.data.VOCDetection(OUT, [(year, split)], "
+                    "class_names=ssd_ext.data.SHAPE_CLASSES).")
+    synth.add_argument("--out", required=True, help="the VOCdevkit-like folder to write into")
+    synth.add_argument("--num-images", type=int, required=True)
+    synth.add_argument("--image-size", type=int, default=128)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--min-objects", type=int, default=1)
+    synth.add_argument("--max-objects", type=int, default=4)
+    synth.add_argument("--year", default="2007")
+    synth.add_argument("--split", default="trainval")
+    synth.add_argument("--test-fraction", type=float, default=0.0,
+                       help="share of the images listed in test.txt instead of the split")
+    synth.add_argument("--format", choices=("jpg", "png"), default="jpg")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=cmd_synth_voc)
     return parser
 
 

@@ -1,0 +1,285 @@
+"""The SSD augmentation (ssd_ext.data.transforms): invariants of every step and of the pipeline."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssd_ext.data import transforms as T
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+@st.composite
+def samples(draw, max_side: int = 48, max_boxes: int = 6):
+    """(float image [H,W,3] in [0,255], boxes [G,4] pixels inside it, labels [G,2] = (class, id), seed)."""
+    height = draw(st.integers(4, max_side))
+    width = draw(st.integers(4, max_side))
+    count = draw(st.integers(0, max_boxes))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(0, 255, size=(height, width, 3)).astype(np.float32)
+    x = np.sort(rng.uniform(0, width, size=(count, 2)), axis=1)
+    y = np.sort(rng.uniform(0, height, size=(count, 2)), axis=1)
+    x[:, 1] = np.maximum(x[:, 1], x[:, 0] + 0.5).clip(max=width)
+    x[:, 0] = np.minimum(x[:, 0], x[:, 1] - 0.5)
+    y[:, 1] = np.maximum(y[:, 1], y[:, 0] + 0.5).clip(max=height)
+    y[:, 0] = np.minimum(y[:, 0], y[:, 1] - 0.5)
+    boxes = torch.tensor(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1), dtype=torch.float32)
+    classes = torch.from_numpy(rng.integers(1, 21, size=count))
+    labels = torch.stack([classes, torch.arange(count)], dim=1)
+    return image, boxes.reshape(-1, 4), labels.reshape(-1, 2), seed
+
+
+def image_hw(image) -> tuple[int, int]:
+    if isinstance(image, torch.Tensor):
+        return image.shape[-2], image.shape[-1]
+    return image.shape[0], image.shape[1]
+
+
+def assert_valid(image, boxes: torch.Tensor, labels: torch.Tensor, original_labels: torch.Tensor) -> None:
+    """Boxes inside the image with positive area, paired with their labels (ids carried along)."""
+    height, width = image_hw(image)
+    assert boxes.dtype == torch.float32 and boxes.shape == (labels.shape[0], 4)
+    tol = 1e-3
+    assert bool((boxes[:, 0] >= -tol).all() and (boxes[:, 1] >= -tol).all())
+    assert bool((boxes[:, 2] <= width + tol).all() and (boxes[:, 3] <= height + tol).all())
+    assert bool((boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all())
+    ids = labels[:, 1]
+    assert bool((ids[1:] > ids[:-1]).all()), "boxes were reordered or duplicated"
+    assert torch.equal(labels, original_labels[ids]), "a label lost its box"
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@SETTINGS
+@given(samples())
+def test_photometric_distort_keeps_boxes_and_range(sample):
+    image, boxes, labels, seed = sample
+    out, out_boxes, out_labels = T.PhotometricDistort(p=1.0, channel_swap_p=0.5)(
+        image, boxes, labels, gen(seed)
+    )
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255
+    assert torch.equal(out_boxes, boxes) and torch.equal(out_labels, labels)
+
+
+def test_photometric_distort_p0_is_identity():
+    image = np.random.default_rng(0).uniform(0, 255, size=(9, 7, 3)).astype(np.float32)
+    boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+    out, _, _ = T.PhotometricDistort(p=0.0)(image, boxes, labels, gen(0))
+    np.testing.assert_allclose(out, image, atol=1e-4)
+
+
+def test_hsv_round_trip_and_agrees_with_colorsys():
+    rgb = np.random.default_rng(1).uniform(0, 1, size=(50, 3)).astype(np.float32)
+    rgb[:3] = [[0.5, 0.5, 0.5], [0, 0, 0], [1, 0, 0]]  # grey, black, pure red
+    hsv = T.rgb_to_hsv(rgb)
+    expected = np.array([colorsys.rgb_to_hsv(*map(float, px)) for px in rgb])
+    np.testing.assert_allclose(hsv, expected, atol=1e-5)
+    np.testing.assert_allclose(T.hsv_to_rgb(hsv), rgb, atol=1e-5)
+
+
+def test_hue_shift_of_a_full_turn_is_identity_and_half_turn_complements():
+    rgb = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=np.float32)
+    hsv = T.rgb_to_hsv(rgb)
+    hsv[..., 0] = (hsv[..., 0] + 0.5) % 1.0
+    np.testing.assert_allclose(T.hsv_to_rgb(hsv), [[[0, 1, 1], [1, 0, 1]]], atol=1e-6)
+
+
+@SETTINGS
+@given(samples())
+def test_expand_places_the_image_where_the_boxes_moved(sample):
+    image, boxes, labels, seed = sample
+    fill = (10.0, 20.0, 30.0)
+    out, out_boxes, out_labels = T.Expand(fill=fill, max_ratio=4.0, p=1.0)(image, boxes, labels, gen(seed))
+    height, width, _ = image.shape
+    assert height <= out.shape[0] <= 4 * height and width <= out.shape[1] <= 4 * width
+    assert_valid(out, out_boxes, out_labels, labels)
+    assert out_boxes.shape == boxes.shape
+    # Find the pasted image: where the canvas differs from the fill.
+    differs = np.nonzero((out != np.asarray(fill, dtype=np.float32)).any(axis=2))
+    if boxes.shape[0]:
+        shift = out_boxes - boxes
+        torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-4, rtol=0)
+        left, top = int(round(float(shift[0, 0]))), int(round(float(shift[0, 1])))
+        np.testing.assert_array_equal(out[top : top + height, left : left + width], image)
+    assert differs[0].size == 0 or (differs[0].max() - differs[0].min() < height)
+    # Everything outside the pasted image is the fill colour.
+    mask = np.ones(out.shape[:2], dtype=bool)
+    if differs[0].size:
+        mask[differs[0].min() : differs[0].max() + 1, differs[1].min() : differs[1].max() + 1] = False
+    assert (out[mask] == np.asarray(fill, dtype=np.float32)).all()
+
+
+@SETTINGS
+@given(samples())
+def test_min_iou_crop_matches_its_sampled_rectangle(sample):
+    image, boxes, labels, seed = sample
+    crop = T.MinIoURandomCrop()
+    out, out_boxes, out_labels = crop(image, boxes, labels, gen(seed))
+    assert_valid(out, out_boxes, out_labels, labels)
+    # Replaying the same generator gives the rectangle the transform used.
+    choice, rect, keep = T.sample_min_iou_crop(boxes, image.shape[1], image.shape[0], gen(seed))
+    if rect is None:
+        assert out is image and torch.equal(out_boxes, boxes)
+        return
+    x1, y1, x2, y2 = rect
+    np.testing.assert_array_equal(out, image[y1:y2, x1:x2])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (centres[:, 0] > x1) & (centres[:, 0] < x2) & (centres[:, 1] > y1) & (centres[:, 1] < y2)
+    assert torch.equal(keep, inside) and bool(inside.any())
+    expected = boxes[inside].clone()
+    expected[:, 0::2] = expected[:, 0::2].clamp(x1, x2) - x1
+    expected[:, 1::2] = expected[:, 1::2].clamp(y1, y2) - y1
+    torch.testing.assert_close(out_boxes, expected)
+    assert torch.equal(out_labels, labels[inside])
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples(max_side=64))
+def test_min_iou_crop_constraint(sample):
+    image, boxes, _, seed = sample
+    height, width, _ = image.shape
+    choice, rect, keep = T.sample_min_iou_crop(boxes, width, height, gen(seed))
+    assert choice in T.CROP_MIN_IOUS
+    if rect is None:
+        return
+    assert choice is not None and boxes.shape[0] > 0
+    x1, y1, x2, y2 = rect
+    crop_w, crop_h = x2 - x1, y2 - y1
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    # Sides in [0.3, 1] of the image's (up to integer truncation); aspect in [0.5, 2].
+    assert crop_w >= int(0.3 * width) and crop_h >= int(0.3 * height)
+    assert crop_h / (crop_w + 1) <= 2.0 and (crop_h + 1) / crop_w >= 0.5
+    ious = T._iou_with_rect(boxes, rect)
+    assert float(ious.max()) >= choice  # SOME box satisfies the minimum IoU
+    assert bool(keep.any())
+
+
+def test_min_iou_crop_needs_only_some_box_to_pass():
+    # A box covering the image and a tiny one: every crop has IoU < 0.5 with the tiny box,
+    # so ssd.pytorch's "all boxes" rule would never crop; the paper's "some box" rule does.
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 2.0, 2.0]])
+    rects = [T.sample_min_iou_crop(boxes, 100, 100, gen(seed), min_ious=(0.5,))[1] for seed in range(20)]
+    accepted = [r for r in rects if r is not None]
+    assert accepted
+    for rect in accepted:
+        assert float(T._iou_with_rect(boxes, rect).max()) >= 0.5
+        assert float(T._iou_with_rect(boxes[1:], rect).max()) < 0.5
+
+
+def test_min_iou_crop_options_include_half_and_are_all_drawn():
+    assert T.CROP_MIN_IOUS == (None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
+    boxes = torch.tensor([[10.0, 10.0, 90.0, 90.0]])
+    g = gen(0)
+    seen = {T.sample_min_iou_crop(boxes, 100, 100, g, max_trials=1)[0] for _ in range(300)}
+    assert seen == set(T.CROP_MIN_IOUS)
+
+
+def test_min_iou_crop_gives_up_after_bounded_tries():
+    # No crop can reach IoU 0.9 with a 1-pixel box in a 100x100 image (crops are >= 30x30).
+    boxes = torch.tensor([[50.0, 50.0, 51.0, 51.0]])
+    choice, rect, keep = T.sample_min_iou_crop(boxes, 100, 100, gen(0), min_ious=(0.9,), max_trials=7)
+    assert choice == 0.9 and rect is None and keep is None
+
+
+@SETTINGS
+@given(samples())
+def test_flip_twice_is_identity(sample):
+    image, boxes, labels, seed = sample
+    flip = T.RandomHorizontalFlip(p=1.0)
+    once = flip(image, boxes, labels, gen(seed))
+    assert_valid(*once, labels)
+    np.testing.assert_array_equal(once[0], image[:, ::-1])
+    twice = flip(*once, gen(seed))
+    np.testing.assert_array_equal(twice[0], image)
+    torch.testing.assert_close(twice[1], boxes)
+
+
+@SETTINGS
+@given(samples(), st.integers(8, 40), st.integers(8, 40))
+def test_resize_scales_boxes(sample, new_h, new_w):
+    image, boxes, labels, seed = sample
+    out, out_boxes, out_labels = T.Resize((new_h, new_w))(image, boxes, labels)
+    assert out.shape == (new_h, new_w, 3)
+    assert_valid(out, out_boxes, out_labels, labels)
+    scale = torch.tensor([new_w / image.shape[1], new_h / image.shape[0]] * 2)
+    torch.testing.assert_close(out_boxes, boxes * scale)
+
+
+def test_resize_of_constant_image_is_constant():
+    image = np.full((30, 50, 3), 77.0, dtype=np.float32)
+    out, _, _ = T.Resize(20)(image, torch.zeros(0, 4), torch.zeros(0))
+    np.testing.assert_allclose(out, 77.0, atol=1e-3)
+
+
+def test_normalize_and_to_tensor():
+    mean = np.array(T.IMAGENET_MEAN, dtype=np.float32) * 255
+    std = np.array(T.IMAGENET_STD, dtype=np.float32) * 255
+    image = np.broadcast_to(mean + std, (4, 5, 3)).astype(np.float32)
+    out, _, _ = T.Compose([T.Normalize(), T.ToTensor()])(image, torch.zeros(0, 4), torch.zeros(0))
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 4, 5) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.ones(3, 4, 5))
+
+
+@settings(max_examples=30, deadline=None)
+@given(samples(max_side=40))
+def test_train_pipeline_invariants(sample):
+    image, boxes, labels, seed = sample
+    pipeline = T.train_transform(32)
+    out, out_boxes, out_labels = pipeline(image.astype(np.uint8), boxes, labels, gen(seed))
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert_valid(out, out_boxes, out_labels, labels)
+
+
+def test_train_pipeline_is_reproducible_with_a_generator():
+    image = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    boxes = torch.tensor([[5.0, 5.0, 40.0, 50.0], [30.0, 10.0, 75.0, 30.0]])
+    labels = torch.tensor([3, 7])
+    pipeline = T.train_transform((48, 64))
+    runs = [pipeline(image, boxes, labels, gen(seed)) for seed in (5, 5, 6)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    numpy_runs = [pipeline(image, boxes, labels, np.random.default_rng(5)) for _ in range(2)]
+    assert torch.equal(numpy_runs[0][0], numpy_runs[1][0]) and torch.equal(numpy_runs[0][1], numpy_runs[1][1])
+    outputs = [pipeline(image, boxes, labels, gen(seed))[0] for seed in range(6)]
+    assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
+
+
+def test_eval_pipeline_is_deterministic_and_keeps_all_boxes():
+    image = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    boxes = torch.tensor([[5.0, 5.0, 40.0, 50.0], [30.0, 10.0, 75.0, 30.0]])
+    out, out_boxes, _ = T.eval_transform(40)(image, boxes, torch.tensor([1, 2]))
+    assert out.shape == (3, 40, 40)
+    torch.testing.assert_close(out_boxes, boxes * torch.tensor([0.5, 40 / 60, 0.5, 40 / 60]))
+
+
+def test_bad_inputs_are_reported():
+    with pytest.raises(TypeError, match="ToFloatImage first"):
+        T.RandomHorizontalFlip()(torch.zeros(3, 4, 4), torch.zeros(0, 4), torch.zeros(0))
+    with pytest.raises(ValueError, match="first dimension"):
+        T.ToFloatImage()(np.zeros((4, 4, 3), np.uint8), torch.zeros(2, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        T.ToFloatImage()(np.zeros((4, 4)), torch.zeros(0, 4), torch.zeros(0))
+    with pytest.raises(ValueError):
+        T.Expand(max_ratio=0.5)
+    with pytest.raises(ValueError):
+        T.Resize(0)
+
+
+def test_to_float_image_accepts_pil_array_and_tensor():
+    from PIL import Image
+
+    array = np.random.default_rng(0).integers(0, 255, size=(6, 5, 3), dtype=np.uint8)
+    for image in (Image.fromarray(array), array, torch.from_numpy(array).permute(2, 0, 1)):
+        out, _, _ = T.ToFloatImage()(image, [], [])
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, array.astype(np.float32))

@@ -1,0 +1,605 @@
+"""ssd_ext.data: VOC and COCO readers on folders made here, the synthetic set, batching, CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssd_ext import cli
+from ssd_ext.data import (
+    SHAPE_CLASSES,
+    VOC_CLASSES,
+    AnnotationWarning,
+    COCODetection,
+    SyntheticShapes,
+    VOCDetection,
+    collate,
+    draw_boxes,
+    eval_transform,
+    make_loader,
+    train_transform,
+    write_coco,
+    write_voc,
+)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def save_image(path, width: int, height: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)).save(path)
+
+
+def voc_xml(filename: str, width: int | None, height: int | None, objects) -> str:
+    size = (
+        ""
+        if width is None
+        else f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+    )
+    parts = [f"<annotation><folder>VOC</folder><filename>{filename}</filename>{size}"]
+    for name, box, difficult in objects:
+        coords = "".join(
+            f"<{tag}>{value}</{tag}>"
+            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True)
+        )
+        parts.append(
+            f"<object><name>{name}</name><difficult>{int(difficult)}</difficult>"
+            f"<bndbox>{coords}</bndbox></object>"
+        )
+    parts.append("</annotation>")
+    return "".join(parts)
+
+
+def make_voc(root, year: str, split: str, entries: dict) -> str:
+    """entries: id -> (width, height, objects) or a raw XML string; writes images for all."""
+    base = os.path.join(root, f"VOC{year}")
+    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    for index, (image_id, entry) in enumerate(entries.items()):
+        if isinstance(entry, str):
+            text = entry
+            save_image(os.path.join(base, "JPEGImages", f"{image_id}.jpg"), 32, 24, index)
+        else:
+            width, height, objects = entry
+            text = voc_xml(f"{image_id}.jpg", width, height, objects)
+            save_image(os.path.join(base, "JPEGImages", f"{image_id}.jpg"), width, height, index)
+        with open(os.path.join(base, "Annotations", f"{image_id}.xml"), "w") as handle:
+            handle.write(text)
+    with open(os.path.join(base, "ImageSets", "Main", f"{split}.txt"), "w") as handle:
+        handle.writelines(f"{image_id}\n" for image_id in entries)
+    return base
+
+
+def annotation_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, AnnotationWarning)]
+
+
+# ----------------------------------------------------------------------------- VOC
+
+
+def test_voc_reads_boxes_with_one_based_conversion(tmp_path):
+    make_voc(
+        tmp_path,
+        "2007",
+        "trainval",
+        {
+            "000001": (40, 30, [("dog", (1, 1, 20, 10), False), ("person", (11, 5, 40, 30), True)]),
+            "000002": (20, 20, [("tvmonitor", (5, 6, 7, 8), False)]),
+        },
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        train = VOCDetection(tmp_path, [("2007", "trainval")])
+        evaluation = VOCDetection(tmp_path, [("2007", "trainval")], keep_difficult=True)
+    assert len(train) == 2 and train.num_classes == 21 and train.class_names[1:] == VOC_CLASSES
+    image, target = train[0]
+    assert isinstance(image, Image.Image) and image.size == (40, 30)
+    assert target["image_id"] == "2007/000001" and target["orig_size"] == (30, 40)
+    # (xmin, ymin, xmax, ymax) = (1, 1, 20, 10) covers pixels 1..20 -> continuous [0, 20).
+    torch.testing.assert_close(target["boxes"], torch.tensor([[0.0, 0.0, 20.0, 10.0]]))
+    assert target["labels"].tolist() == [VOC_CLASSES.index("dog") + 1]
+    assert target["difficult"].tolist() == [False]
+    _, target = evaluation[0]
+    assert target["labels"].tolist() == [12, 15] and target["difficult"].tolist() == [False, True]
+    torch.testing.assert_close(target["boxes"][1], torch.tensor([10.0, 4.0, 40.0, 30.0]))
+    assert train.skipped == {} and train.skipped_files == []
+
+
+def test_voc_with_transform_gives_normalised_targets(tmp_path):
+    make_voc(tmp_path, "2007", "test", {"a": (40, 20, [("cat", (11, 6, 30, 20), True)])})
+    dataset = VOCDetection(tmp_path, [("2007", "test")], transform=eval_transform(50), keep_difficult=True)
+    image, target = dataset[0]
+    assert image.shape == (3, 50, 50) and image.dtype == torch.float32
+    torch.testing.assert_close(target["boxes"], torch.tensor([[10 / 40, 5 / 20, 30 / 40, 1.0]]))
+    assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
+    assert target["difficult"].tolist() == [True] and target["orig_size"] == (20, 40)
+
+
+def test_voc_concatenates_year_split_pairs(tmp_path):
+    make_voc(tmp_path, "2007", "trainval", {"x1": (16, 16, [("cow", (1, 1, 8, 8), False)])})
+    make_voc(
+        tmp_path,
+        "2012",
+        "trainval",
+        {"y1": (16, 16, [("bus", (2, 2, 9, 9), False)]), "y2": (16, 16, [("car", (3, 3, 9, 9), False)])},
+    )
+    dataset = VOCDetection(tmp_path, [("2007", "trainval"), ("2012", "trainval")])
+    assert [dataset[i][1]["image_id"] for i in range(3)] == ["2007/x1", "2012/y1", "2012/y2"]
+    with pytest.raises(FileNotFoundError, match="test.txt"):
+        VOCDetection(tmp_path, [("2007", "test")])
+
+
+def test_voc_drop_empty(tmp_path):
+    make_voc(
+        tmp_path,
+        "2007",
+        "trainval",
+        {"a": (16, 16, [("cow", (1, 1, 8, 8), True)]), "b": (16, 16, [("cow", (1, 1, 8, 8), False)])},
+    )
+    assert len(VOCDetection(tmp_path)) == 2
+    assert len(VOCDetection(tmp_path, drop_empty=True)) == 1
+
+
+BAD_VOC_CASES = {
+    # id: (xml entry, expected skipped counts, boxes kept (pixels), image kept)
+    # VOC's xmax == xmin is a valid 1-pixel-wide box; xmax < xmin is degenerate.
+    "inverted": (
+        (
+            32,
+            24,
+            [
+                ("dog", (10, 5, 9, 9), False),
+                ("dog", (20, 5, 12, 9), False),
+                ("cat", (1, 1, 5, 5), False),
+                ("cow", (10, 5, 10, 5), False),
+            ],
+        ),
+        {"degenerate_box": 2},
+        [[0, 0, 5, 5], [9, 4, 10, 5]],
+        True,
+    ),
+    "partly_out": ((32, 24, [("dog", (-4, 3, 40, 10), False)]), {"clipped_box": 1}, [[0, 2, 32, 10]], True),
+    "fully_out": (
+        (32, 24, [("dog", (40, 3, 50, 10), False), ("cat", (1, 1, 5, 5), False)]),
+        {"outside_box": 1},
+        [[0, 0, 5, 5]],
+        True,
+    ),
+    "unknown": (
+        (32, 24, [("unicorn", (1, 1, 5, 5), False), ("cat", (2, 2, 6, 6), False)]),
+        {"unknown_class": 1},
+        [[1, 1, 6, 6]],
+        True,
+    ),
+    "bad_number": ((32, 24, [("dog", ("a", 1, 5, 5), False)]), {"malformed_box": 1}, [], True),
+    "malformed": ("<annotation><object><name>dog</name>", {"malformed_annotation": 1}, None, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VOC_CASES))
+def test_voc_bad_annotation_is_skipped_with_one_warning(tmp_path, case):
+    entry, counts, kept_boxes, image_kept = BAD_VOC_CASES[case]
+    make_voc(tmp_path, "2007", "trainval", {"good": (16, 16, [("cow", (1, 1, 8, 8), False)]), case: entry})
+    with pytest.warns(AnnotationWarning) as record:
+        dataset = VOCDetection(tmp_path)
+    messages = annotation_warnings(record)
+    assert len(messages) == 1 and f"{case}.xml" in messages[0]
+    assert dict(dataset.skipped) == counts
+    assert len(dataset.skipped_files) == 1 and f"{case}.xml" in dataset.skipped_files[0][0]
+    assert len(dataset) == (2 if image_kept else 1)
+    if image_kept:
+        _, target = dataset[1]
+        torch.testing.assert_close(
+            target["boxes"], torch.tensor(kept_boxes, dtype=torch.float32).reshape(-1, 4)
+        )
+    for index in range(len(dataset)):  # a whole epoch reads fine
+        dataset[index]
+
+
+def test_voc_missing_image_and_missing_annotation(tmp_path):
+    base = make_voc(
+        tmp_path,
+        "2007",
+        "trainval",
+        {"ok": (16, 16, [("cow", (1, 1, 8, 8), False)]), "noimage": (16, 16, [("cow", (1, 1, 8, 8), False)])},
+    )
+    os.remove(os.path.join(base, "JPEGImages", "noimage.jpg"))
+    with open(os.path.join(base, "ImageSets", "Main", "trainval.txt"), "a") as handle:
+        handle.write("noxml\n")
+    with pytest.warns(AnnotationWarning) as record:
+        dataset = VOCDetection(tmp_path)
+    messages = annotation_warnings(record)
+    assert len(messages) == 2
+    assert any("noimage.xml" in m for m in messages) and any("noxml.xml" in m for m in messages)
+    assert dict(dataset.skipped) == {"missing_image": 1, "missing_annotation": 1}
+    assert len(dataset) == 1
+
+
+def test_voc_size_missing_from_xml_is_read_from_image(tmp_path):
+    make_voc(tmp_path, "2007", "trainval", {"a": (20, 10, [])})
+    base = os.path.join(tmp_path, "VOC2007")
+    with open(os.path.join(base, "Annotations", "a.xml"), "w") as handle:
+        handle.write(voc_xml("a.jpg", None, None, [("cow", (1, 1, 30, 8), False)]))
+    with pytest.warns(AnnotationWarning, match="clipped"):
+        dataset = VOCDetection(tmp_path)
+    torch.testing.assert_close(dataset[0][1]["boxes"], torch.tensor([[0.0, 0.0, 20.0, 8.0]]))
+
+
+def test_unreadable_image_mid_epoch_is_replaced_not_fatal(tmp_path):
+    base = make_voc(
+        tmp_path,
+        "2007",
+        "trainval",
+        {"a": (16, 16, [("cow", (1, 1, 8, 8), False)]), "b": (16, 16, [("cat", (1, 1, 8, 8), False)])},
+    )
+    dataset = VOCDetection(tmp_path)
+    with open(os.path.join(base, "JPEGImages", "a.jpg"), "wb") as handle:
+        handle.write(b"not a jpeg")
+    with pytest.warns(AnnotationWarning, match="a.jpg"):
+        image, target = dataset[0]
+    assert target["image_id"] == "2007/b"
+    assert dataset.skipped["missing_image"] == 1
+
+
+# ----------------------------------------------------------------------------- COCO
+
+
+def make_coco(tmp_path, images, annotations, categories=None) -> tuple[str, str]:
+    image_dir = tmp_path / "images"
+    image_dir.mkdir(exist_ok=True)
+    for entry in images:
+        if isinstance(entry, dict) and entry.get("file_name") and not entry.get("_missing"):
+            save_image(image_dir / entry["file_name"], entry.get("width", 32), entry.get("height", 24))
+    categories = categories or [
+        {"id": 1, "name": "person"},
+        {"id": 3, "name": "car"},
+        {"id": 18, "name": "dog"},
+    ]
+    clean_images = [
+        {k: v for k, v in e.items() if k != "_missing"} if isinstance(e, dict) else e for e in images
+    ]
+    path = tmp_path / "instances.json"
+    path.write_text(
+        json.dumps({"images": clean_images, "annotations": annotations, "categories": categories})
+    )
+    return str(image_dir), str(path)
+
+
+def ann(ann_id, image_id, bbox, category_id=3, iscrowd=0):
+    area = bbox[2] * bbox[3] if isinstance(bbox, list) and len(bbox) == 4 else 0
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "bbox": bbox,
+        "category_id": category_id,
+        "iscrowd": iscrowd,
+        "area": area,
+    }
+
+
+def test_coco_reads_boxes_and_maps_categories(tmp_path):
+    images = [
+        {"id": 7, "file_name": "a.jpg", "width": 32, "height": 24},
+        {"id": 9, "file_name": "b.jpg", "width": 32, "height": 24},
+    ]
+    annotations = [
+        ann(1, 7, [2.0, 3.0, 10.0, 5.0], 18),
+        ann(2, 7, [0.5, 0.5, 4.0, 4.0], 1),
+        ann(3, 7, [0.0, 0.0, 30.0, 20.0], 3, iscrowd=1),
+        ann(4, 9, [1.0, 1.0, 2.0, 2.0], 3),
+    ]
+    image_dir, path = make_coco(tmp_path, images, annotations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        dataset = COCODetection(image_dir, path)
+    assert dataset.cat_id_to_label == {1: 1, 3: 2, 18: 3}
+    assert dataset.label_to_cat_id == {1: 1, 2: 3, 3: 18}
+    assert dataset.class_names == ("__background__", "person", "car", "dog") and dataset.num_classes == 4
+    image, target = dataset[0]
+    assert isinstance(image, Image.Image) and target["image_id"] == 7 and target["orig_size"] == (24, 32)
+    torch.testing.assert_close(target["boxes"], torch.tensor([[2.0, 3.0, 12.0, 8.0], [0.5, 0.5, 4.5, 4.5]]))
+    assert target["labels"].tolist() == [3, 1] and target["difficult"].tolist() == [False, False]
+    assert dataset.skipped == {"crowd_box": 1}
+    assert sorted(dataset.coco.getAnnIds(imgIds=[7])) == [1, 2, 3]  # crowd kept for COCOeval
+
+    dataset = COCODetection(image_dir, path, transform=eval_transform(16))
+    image, target = dataset[1]
+    assert image.shape == (3, 16, 16)
+    torch.testing.assert_close(target["boxes"], torch.tensor([[1 / 32, 1 / 24, 3 / 32, 3 / 24]]))
+
+
+def test_coco_80_categories_give_81_classes(tmp_path):
+    categories = [{"id": cat_id, "name": f"c{cat_id}"} for cat_id in range(1, 91) if cat_id % 9 != 0][:80]
+    image_dir, path = make_coco(
+        tmp_path,
+        [{"id": 1, "file_name": "a.jpg"}],
+        [ann(1, 1, [1, 1, 5, 5], categories[-1]["id"])],
+        categories,
+    )
+    dataset = COCODetection(image_dir, path)
+    assert dataset.num_classes == 81
+    assert dataset[0][1]["labels"].tolist() == [80]
+    assert dataset.label_to_cat_id[80] == categories[-1]["id"]
+
+
+def test_coco_drop_empty(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}]
+    image_dir, path = make_coco(
+        tmp_path, images, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5], iscrowd=1)]
+    )
+    assert len(COCODetection(image_dir, path)) == 2
+    assert len(COCODetection(image_dir, path, drop_empty=True)) == 1
+
+
+def test_coco_bad_entries_are_skipped_with_one_warning(tmp_path):
+    images = [
+        {"id": 1, "file_name": "a.jpg", "width": 32, "height": 24},
+        {"id": 2, "file_name": "gone.jpg", "_missing": True},
+        {"id": 3},  # no file_name
+        "nonsense",
+    ]
+    annotations = [
+        ann(1, 1, [2, 2, 5, 5]),  # good
+        ann(2, 1, [5, 5, 0, 4]),  # zero width
+        ann(3, 1, [5, 5, -3, 4]),  # negative width
+        ann(4, 1, [20, 20, 30, 30]),  # partly outside: clipped
+        ann(5, 1, [40, 2, 5, 5]),  # fully outside
+        ann(6, 1, [1, 1, 3, 3], category_id=99),  # unknown category
+        ann(7, 1, [1, 1, "x", 3]),  # malformed bbox
+        ann(8, 1, None),  # no bbox
+        ann(9, 2, [1, 1, 3, 3]),  # its image is missing: skipped with the image
+        ann(10, 55, [1, 1, 3, 3]),  # unknown image id
+        {"image_id": 1, "bbox": [1, 1, 2, 2]},  # no id
+    ]
+    image_dir, path = make_coco(tmp_path, images, annotations)
+    with pytest.warns(AnnotationWarning) as record:
+        dataset = COCODetection(image_dir, path)
+    messages = annotation_warnings(record)
+    assert len(messages) == 1 and "instances.json" in messages[0]
+    assert dict(dataset.skipped) == {
+        "degenerate_box": 2,
+        "clipped_box": 1,
+        "outside_box": 1,
+        "unknown_class": 1,
+        "malformed_box": 2,
+        "missing_image": 1,
+        "malformed_annotation": 4,
+    }
+    assert len(dataset) == 1
+    _, target = dataset[0]
+    torch.testing.assert_close(
+        target["boxes"], torch.tensor([[2.0, 2.0, 7.0, 7.0], [20.0, 20.0, 32.0, 24.0]])
+    )
+
+
+def test_synthetic_coco_round_trip_and_cocoeval_of_the_ground_truth(tmp_path):
+    from pycocotools.cocoeval import COCOeval
+
+    dataset = SyntheticShapes(num_images=8, image_size=64, seed=5)
+    category_ids = [2, 4, 8, 16, 32]  # non-contiguous, like COCO's
+    write_coco(dataset, tmp_path / "images", tmp_path / "shapes.json", category_ids=category_ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        coco = COCODetection(tmp_path / "images", tmp_path / "shapes.json", transform=eval_transform(32))
+    assert coco.class_names == dataset.class_names
+    detections = []
+    for index in range(len(dataset)):
+        _, expected = dataset[index]
+        _, target = coco[index]
+        assert target["image_id"] == index and target["orig_size"] == (64, 64)
+        assert torch.equal(target["labels"], expected["labels"])
+        torch.testing.assert_close(target["boxes"] * 64, expected["boxes"])
+        # The ground truth as detections, mapped back to category ids: a perfect score.
+        for box, label in zip(target["boxes"] * 64, target["labels"], strict=True):
+            x1, y1, x2, y2 = box.tolist()
+            detections.append(
+                {
+                    "image_id": index,
+                    "category_id": coco.label_to_cat_id[int(label)],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": 1.0,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco.coco, coco.coco.loadRes(detections), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)
+
+
+def test_coco_unreadable_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [')
+    with pytest.raises(ValueError, match="broken.json"):
+        COCODetection(tmp_path, path)
+    path.write_text('{"images": []}')
+    with pytest.raises(ValueError, match="not a COCO instances file"):
+        COCODetection(tmp_path, path)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_items_are_deterministic_per_index():
+    first = SyntheticShapes(num_images=20, seed=3)
+    second = SyntheticShapes(num_images=20, seed=3)
+    order = [5, 0, 19, 5]
+    items = [first[i] for i in order]
+    for index, (image, target) in zip(reversed(order), reversed(items), strict=True):
+        other_image, other_target = second[index]
+        assert np.array_equal(np.asarray(image), np.asarray(other_image))
+        assert torch.equal(target["boxes"], other_target["boxes"])
+        assert torch.equal(target["labels"], other_target["labels"])
+    different = SyntheticShapes(num_images=20, seed=4)[5]
+    assert not np.array_equal(np.asarray(items[0][0]), np.asarray(different[0]))
+
+
+def test_synthetic_boxes_are_valid_and_varied():
+    dataset = SyntheticShapes(num_images=40, image_size=(96, 128), min_objects=1, max_objects=5)
+    assert dataset.num_classes == 6 and dataset.class_names[1:] == SHAPE_CLASSES
+    labels_seen, counts = set(), []
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        boxes = target["boxes"]
+        assert image.size == (128, 96) and target["orig_size"] == (96, 128)
+        assert 1 <= len(boxes) <= 5
+        assert bool((boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all())
+        sides = boxes[:, 2:] - boxes[:, :2]
+        assert bool((sides >= 8).all())  # shapes are reasonably large
+        assert torch.equal(boxes, boxes.round())  # integer pixel boxes
+        labels_seen.update(target["labels"].tolist())
+        counts.append(len(boxes))
+    assert labels_seen == {1, 2, 3, 4, 5}
+    assert len(set(counts)) > 2
+
+
+def test_synthetic_shape_is_drawn_inside_its_box():
+    # The pixels inside each box differ from the background just outside it (on average).
+    dataset = SyntheticShapes(num_images=10, max_objects=1, seed=1)
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        pixels = np.asarray(image, dtype=np.float32)
+        x1, y1, x2, y2 = (int(v) for v in target["boxes"][0])
+        inside = pixels[y1 + (y2 - y1) // 3 : y2 - (y2 - y1) // 3, x1 + (x2 - x1) // 3 : x2 - (x2 - x1) // 3]
+        mask = np.ones(pixels.shape[:2], dtype=bool)
+        mask[max(0, y1 - 2) : y2 + 2, max(0, x1 - 2) : x2 + 2] = False
+        assert np.linalg.norm(inside.reshape(-1, 3).mean(0) - pixels[mask].mean(0)) > 25
+
+
+def test_synthetic_demo_splits_are_disjoint():
+    train, test = SyntheticShapes.demo("train"), SyntheticShapes.demo("test", transform=eval_transform(64))
+    assert len(train) == 2000 and len(test) == 200 and train.seed != test.seed
+    assert test[0][0].shape == (3, 64, 64)
+    assert SyntheticShapes.demo("val", num_images=5).num_images == 5
+    with pytest.raises(ValueError):
+        SyntheticShapes.demo("holdout")
+
+
+def test_synthetic_rejects_bad_configuration():
+    with pytest.raises(ValueError):
+        SyntheticShapes(min_objects=3, max_objects=2)
+    with pytest.raises(ValueError):
+        SyntheticShapes(min_size=0.0)
+    with pytest.raises(IndexError):
+        SyntheticShapes(num_images=3)[3]
+
+
+@pytest.mark.parametrize("image_format", ["jpg", "png"])
+def test_write_voc_round_trips_through_the_voc_reader(tmp_path, image_format):
+    dataset = SyntheticShapes(num_images=12, image_size=64, seed=2)
+    ids = write_voc(
+        dataset, tmp_path, year="2007", split="trainval", test_fraction=0.25, image_format=image_format
+    )
+    assert ids == [f"{i:06d}" for i in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        trainval = VOCDetection(tmp_path, [("2007", "trainval")], class_names=SHAPE_CLASSES)
+        test = VOCDetection(tmp_path, [("2007", "test")], class_names=SHAPE_CLASSES)
+    assert len(trainval) == 9 and len(test) == 3
+    for index in range(12):
+        image, target = trainval[index] if index < 9 else test[index - 9]
+        expected_image, expected = dataset[index]
+        assert target["image_id"] == f"2007/{index:06d}"
+        assert torch.equal(target["boxes"], expected["boxes"])
+        assert torch.equal(target["labels"], expected["labels"])
+        if image_format == "png":
+            assert np.array_equal(np.asarray(image), np.asarray(expected_image))
+
+
+def test_cli_synth_voc(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert (
+        cli.main(["synth-voc", "--out", str(out), "--num-images", "5", "--image-size", "48", "--seed", "9"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "5/5" in captured.err  # the tqdm progress bar
+    assert "wrote 5 images" in captured.out
+    dataset = VOCDetection(out, [("2007", "trainval")], class_names=SHAPE_CLASSES)
+    expected = SyntheticShapes(num_images=5, image_size=48, seed=9)
+    assert len(dataset) == 5
+    for index in range(5):
+        assert torch.equal(dataset[index][1]["boxes"], expected[index][1]["boxes"])
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def test_collate_stacks_images_and_lists_targets():
+    dataset = SyntheticShapes(num_images=3, transform=eval_transform(40))
+    images, targets = collate([dataset[i] for i in range(3)])
+    assert images.shape == (3, 3, 40, 40) and images.dtype == torch.float32
+    assert [t["image_id"] for t in targets] == [0, 1, 2]
+    with pytest.raises(ValueError, match="one size"):
+        collate([dataset[0], SyntheticShapes(num_images=1, transform=eval_transform(20))[0]])
+    with pytest.raises(TypeError, match="transform"):
+        collate([SyntheticShapes(num_images=1)[0]])
+    with pytest.raises(ValueError):
+        collate([])
+
+
+def test_loader_with_workers_is_reproducible_and_matches_direct_items():
+    dataset = SyntheticShapes(num_images=12, image_size=64, transform=train_transform(48))
+
+    def epoch(seed):
+        loader = make_loader(dataset, batch_size=4, shuffle=True, num_workers=2, pin_memory=True, seed=seed)
+        return list(loader)
+
+    first, again, other = epoch(1), epoch(1), epoch(2)
+    assert len(first) == 3
+    for (images, targets), (images2, targets2) in zip(first, again, strict=True):
+        assert images.shape == (4, 3, 48, 48)
+        assert torch.equal(images, images2)
+        for target, target2 in zip(targets, targets2, strict=True):
+            assert target["image_id"] == target2["image_id"]
+            assert torch.equal(target["boxes"], target2["boxes"])
+            boxes = target["boxes"]
+            assert bool(((boxes >= 0) & (boxes <= 1)).all())
+            assert bool((boxes[:, 2:] > boxes[:, :2]).all())
+            assert target["labels"].dtype == torch.int64 and target["labels"].shape == boxes.shape[:1]
+    ids = sorted(t["image_id"] for _, targets in first for t in targets)
+    assert ids == list(range(12))
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+    # Without augmentation the workers serve exactly the items the dataset gives directly.
+    plain = SyntheticShapes(num_images=6, image_size=64, transform=eval_transform(32))
+    loader = make_loader(plain, batch_size=3, num_workers=2)
+    for batch_index, (images, targets) in enumerate(loader):
+        for k in range(3):
+            image, target = plain[3 * batch_index + k]
+            assert torch.equal(images[k], image) and torch.equal(targets[k]["boxes"], target["boxes"])
+
+
+def test_make_loader_rejects_bad_batch_size():
+    with pytest.raises(ValueError):
+        make_loader(SyntheticShapes(num_images=2), batch_size=0)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def test_draw_boxes_writes_a_png(tmp_path):
+    dataset = SyntheticShapes(num_images=1, transform=eval_transform(64))
+    image, target = dataset[0]
+    path = tmp_path / "boxes.png"
+    drawn = draw_boxes(
+        image,
+        target["boxes"],
+        target["labels"],
+        scores=torch.ones(len(target["labels"])),
+        class_names=dataset.class_names,
+        path=path,
+    )
+    assert path.exists() and Image.open(path).size == (64, 64)
+    from ssd_ext.data import to_pil
+
+    assert not np.array_equal(np.asarray(drawn), np.asarray(to_pil(image)))
