@@ -9,7 +9,7 @@ import torchvision
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-import ssd_ext  # noqa: F401
+import ssd_ext
 from ssd_ext.models import SSD300_TORCHVISION, ssd300, ssd512, ssd_small
 from ssd_ext.models.weights import (
     WeightLoadError,
@@ -82,11 +82,14 @@ def test_torchvision_ssd300_heads_match(torchvision_pair):
 
 
 def test_torchvision_ssd300_detections_match(torchvision_pair):
-    theirs, ours, images, features, their_heads, _, _ = torchvision_pair
+    # model.detect == ops.detect on the head outputs, scaled to pixels (tested in test_models);
+    # here the same post-processing of the converted model's outputs against torchvision's.
+    theirs, ours, images, features, their_heads, loc, conf = torchvision_pair
     anchors = theirs.anchor_generator(ImageList(images, [(300, 300)]), features)
     expected = theirs.postprocess_detections(their_heads, anchors, [(300, 300)])[0]
-    got = ours.detect(images, score_threshold=0.01, iou_threshold=0.45, candidates_per_class=400,
-                      max_detections=200)[0]
+    got = ssd_ext.ops.detect(loc, conf, ours.priors, score_threshold=0.01, iou_threshold=0.45,
+                             candidates_per_class=400, max_detections=200)[0]
+    got["boxes"] = got["boxes"] * 300
     assert got["boxes"].shape == expected["boxes"].shape
     torch.testing.assert_close(got["scores"], expected["scores"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=1e-4, atol=1e-3)
@@ -135,9 +138,15 @@ def test_ssd512_ssd_pytorch_key_map_round_trip():
 def _fake_torchvision_vgg16_state(with_classifier: bool) -> dict[str, torch.Tensor]:
     """torchvision vgg16's key layout and shapes with structured values (no 500 MB model build)."""
     generator = torch.Generator().manual_seed(3)
-    reference = ssd300(2).backbone.vgg.state_dict()
-    state = {f"features.{k}": torch.randn(v.shape, generator=generator) * 0.01 for k, v in reference.items()
-             if int(k.split(".")[0]) < 30}
+    state = {}
+    index, channels = 0, 3
+    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        if item == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.randn(item, channels, 3, 3, generator=generator) * 0.01
+        state[f"features.{index}.bias"] = torch.randn(item, generator=generator) * 0.01
+        index, channels = index + 2, item
     if with_classifier:
         out = torch.arange(4096, dtype=torch.float32).view(4096, 1, 1, 1)
         tap = torch.arange(49, dtype=torch.float32).view(1, 1, 7, 7)
@@ -187,14 +196,16 @@ def test_vgg16_features_only_keeps_fc_initialisation():
 
 
 def test_vgg16_reducedfc_file(tmp_path):
-    source = ssd300(3)
+    model = ssd300(3)
+    saved = {k: v.clone() for k, v in model.backbone.vgg.state_dict().items()}  # 0.weight ... 33.bias
     path = tmp_path / "vgg16_reducedfc.pth"
-    torch.save(source.backbone.vgg.state_dict(), path)  # keys 0.weight ... 33.bias
+    torch.save(saved, path)
     assert detect_format(read_state_dict(path)) == "vgg16_reducedfc"
-    target = ssd300(3)
-    assert load_weights(target, path) == "vgg16_reducedfc"
-    for key, value in source.backbone.vgg.state_dict().items():
-        assert torch.equal(target.backbone.vgg.state_dict()[key], value)
+    model.backbone.reset_parameters()
+    assert not torch.equal(model.backbone.vgg[0].weight, saved["0.weight"])
+    assert load_weights(model, path) == "vgg16_reducedfc"
+    for key, value in saved.items():
+        assert torch.equal(model.backbone.vgg.state_dict()[key], value)
 
 
 # ---------------------------------------------------------------------------- errors and wrappers
@@ -224,8 +235,8 @@ def test_key_mismatch_lists_missing_unexpected_and_shapes():
     assert "conf.1.bias (file (3,), model (24,))" in message
 
 
-def test_wrong_num_classes_from_ssd_pytorch_is_a_shape_error():
-    legacy = to_ssd_pytorch(ssd300(21).state_dict())
+def test_wrong_num_classes_from_ssd_pytorch_is_a_shape_error(torchvision_pair):
+    legacy = to_ssd_pytorch(torchvision_pair[1].state_dict())  # NUM_CLASSES classes
     model = ssd300(81)
     with pytest.raises(WeightLoadError, match=r"shape mismatches \(12\).*conf\.0\.weight"):
         load_weights(model, legacy, layout="ssd_pytorch")
