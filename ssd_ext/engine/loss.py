@@ -48,7 +48,9 @@ class MultiBoxLoss(nn.Module):
         if not isinstance(priors, Tensor) or priors.dim() != 2 or priors.shape[-1] != 4:
             raise ValueError(f"priors must be a [P, 4] tensor, got {getattr(priors, 'shape', priors)!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}")
+            raise ValueError(
+                f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}"
+            )
         self.register_buffer("priors", priors.detach().clone())
         self.num_classes = num_classes
         self.iou_threshold = float(iou_threshold)
@@ -56,7 +58,9 @@ class MultiBoxLoss(nn.Module):
         self.min_negatives = int(min_negatives)
         self.variances = (float(variances[0]), float(variances[1]))
 
-    def forward(self, loc: Tensor, conf_logits: Tensor, targets: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def forward(
+        self, loc: Tensor, conf_logits: Tensor, targets: Sequence[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
         """Loss of a batch.
 
         Args:
@@ -73,7 +77,8 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"loc must have shape [B, {num_priors}, 4], got {tuple(loc.shape)}")
         if conf_logits.dim() != 3 or conf_logits.shape[1:] != (num_priors, self.num_classes):
             raise ValueError(
-                f"conf_logits must have shape [B, {num_priors}, {self.num_classes}], got {tuple(conf_logits.shape)}"
+                f"conf_logits must have shape [B, {num_priors}, {self.num_classes}], "
+                f"got {tuple(conf_logits.shape)}"
             )
         if conf_logits.shape[0] != loc.shape[0] or len(targets) != loc.shape[0]:
             raise ValueError(

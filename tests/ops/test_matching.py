@@ -317,4 +317,5 @@ def test_torch_compile_fullgraph():
     generator = torch.Generator().manual_seed(1)
     (box_a, box_b), (labels_a, labels_b) = random_batch([3, 4], generator, min_size=0.05)
     compiled = torch.compile(positives, fullgraph=True, backend="aot_eager")
-    assert torch.equal(compiled(box_a, box_b, labels_a, labels_b), positives(box_a, box_b, labels_a, labels_b))
+    args = (box_a, box_b, labels_a, labels_b)
+    assert torch.equal(compiled(*args), positives(*args))
