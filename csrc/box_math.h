@@ -147,5 +147,17 @@ SSD_HOST_DEVICE uint64_t ranking_key(double value) {
   return (bits & 0x8000000000000000ull) ? ~bits : (bits | 0x8000000000000000ull);
 }
 
+// Negatives hard negative mining keeps in one image:
+// min(max(ratio * positives, min_negatives), negatives), saturating instead of overflowing.
+SSD_HOST_DEVICE int64_t mining_quota(
+    int64_t num_positives, int64_t num_negatives, int64_t neg_pos_ratio, int64_t min_negatives) {
+  const int64_t max_value = INT64_MAX;
+  int64_t wanted = num_positives > 0 && neg_pos_ratio > max_value / num_positives
+                       ? max_value
+                       : neg_pos_ratio * num_positives;
+  wanted = wanted > min_negatives ? wanted : min_negatives;
+  return wanted < num_negatives ? wanted : num_negatives;
+}
+
 }  // namespace box_math
 }  // namespace ssd_ext

@@ -277,7 +277,7 @@ void mining_cpu_impl(
         negatives += row_label[p] == 0;
         row_keep[p] = row_label[p] > 0;
       }
-      const int64_t quota = mining_quota(positives, negatives, neg_pos_ratio, min_negatives);
+      const int64_t quota = box_math::mining_quota(positives, negatives, neg_pos_ratio, min_negatives);
       if (quota == 0) {
         continue;
       }

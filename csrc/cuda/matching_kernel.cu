@@ -365,7 +365,7 @@ __global__ void hard_negative_mining_kernel(
   }
   positives = block_sum(positives, scratch);
   negatives = block_sum(negatives, scratch);
-  const int64_t quota = mining_quota(positives, negatives, neg_pos_ratio, min_negatives);
+  const int64_t quota = box_math::mining_quota(positives, negatives, neg_pos_ratio, min_negatives);
   if (quota == 0) {
     return;
   }

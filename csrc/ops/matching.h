@@ -86,15 +86,4 @@ inline void check_mining_args(
       " priors per image; at most ", std::numeric_limits<int32_t>::max() - 1, " are supported");
 }
 
-// Negatives to keep in one image: min(max(ratio * positives, min_negatives), negatives),
-// saturating instead of overflowing for huge ratios.
-inline int64_t mining_quota(
-    int64_t num_positives, int64_t num_negatives, int64_t neg_pos_ratio, int64_t min_negatives) {
-  int64_t wanted = num_positives > 0 && neg_pos_ratio > std::numeric_limits<int64_t>::max() / num_positives
-                       ? std::numeric_limits<int64_t>::max()
-                       : neg_pos_ratio * num_positives;
-  wanted = wanted > min_negatives ? wanted : min_negatives;
-  return wanted < num_negatives ? wanted : num_negatives;
-}
-
 }  // namespace ssd_ext
