@@ -70,6 +70,26 @@ def test_matches_reference_random(counts, seed, threshold, num_priors, min_size)
         assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=threshold))
 
 
+def quantised_boxes(count: int, generator: torch.Generator, steps: int = 4) -> torch.Tensor:
+    """xyxy boxes on a coarse grid (multiples of 1/steps): many exactly equal IoUs."""
+    corners = torch.randint(0, steps, (count, 2), generator=generator)
+    sizes = torch.randint(1, steps + 1, (count, 2), generator=generator)
+    far = (corners + sizes).clamp(max=steps)
+    return torch.cat([corners, far], dim=1).float() / steps
+
+
+@settings(max_examples=20, deadline=None)
+@given(counts=st.lists(st.integers(0, 10), min_size=1, max_size=4), num_priors=st.integers(1, 40),
+       seed=st.integers(0, 2**31 - 1), threshold=st.sampled_from([0.25, 0.5, 1.0]))
+def test_tie_rules_match_reference_on_grid_boxes(counts, num_priors, seed, threshold):
+    generator = torch.Generator().manual_seed(seed)
+    boxes = [quantised_boxes(g, generator) for g in counts]
+    labels = [torch.randint(1, 5, (g,), generator=generator) for g in counts]
+    priors = ref.boxes.xyxy_to_cxcywh(quantised_boxes(num_priors, generator))
+    for device in DEVICES:
+        assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=threshold))
+
+
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), variances=st.sampled_from([(0.1, 0.2), (0.5, 1.0)]))
 def test_matches_reference_ssd300_priors(seed, variances):
