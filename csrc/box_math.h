@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define SSD_HOST_DEVICE __host__ __device__ __forceinline__
@@ -37,11 +39,30 @@ SSD_HOST_DEVICE T max_of(T a, T b) {
   return (a > b || a != a) ? a : b;
 }
 
+// A product that the compiler may not fuse into a neighbouring add (nvcc contracts a * b + c
+// into one fma by default, which rounds differently from the CPU). IoU values decide
+// integer outputs (matches, thresholds, ties), so they must round identically everywhere.
+SSD_HOST_DEVICE float mul_no_fma(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+SSD_HOST_DEVICE double mul_no_fma(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 // Area of an xyxy box. Inverted boxes (x2 < x1) have zero area rather than a negative one,
 // so that they can never produce an IoU outside [0, 1].
 template <typename T>
 SSD_HOST_DEVICE T box_area(T x1, T y1, T x2, T y2) {
-  return clamp_min_zero(x2 - x1) * clamp_min_zero(y2 - y1);
+  return mul_no_fma(clamp_min_zero(x2 - x1), clamp_min_zero(y2 - y1));
 }
 
 // IoU of two xyxy boxes given their precomputed areas. A zero union gives 0, never NaN.
@@ -51,7 +72,7 @@ SSD_HOST_DEVICE T iou_with_areas(
     T bx1, T by1, T bx2, T by2, T area_b) {
   const T inter_w = clamp_min_zero(min_of(ax2, bx2) - max_of(ax1, bx1));
   const T inter_h = clamp_min_zero(min_of(ay2, by2) - max_of(ay1, by1));
-  const T inter = inter_w * inter_h;
+  const T inter = mul_no_fma(inter_w, inter_h);
   const T uni = area_a + area_b - inter;
   return uni > T(0) ? inter / uni : T(0);
 }
@@ -96,6 +117,46 @@ SSD_HOST_DEVICE void decode_box(
   out[1] = cy - T(0.5) * h;
   out[2] = cx + T(0.5) * w;
   out[3] = cy + T(0.5) * h;
+}
+
+// Order-preserving unsigned key of a loss value for top-k selection (hard negative mining):
+// key(a) > key(b) exactly when a ranks before b. NaN ranks above everything (like
+// torch.sort), all NaNs are equal, and -0.0 equals +0.0, so that ties between equal values
+// are left to the index rule.
+SSD_HOST_DEVICE uint32_t ranking_key(float value) {
+  if (value != value) {
+    return 0xFFFFFFFFu;
+  }
+  if (value == 0.0f) {
+    value = 0.0f;
+  }
+  uint32_t bits;
+  memcpy(&bits, &value, sizeof(bits));
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+SSD_HOST_DEVICE uint64_t ranking_key(double value) {
+  if (value != value) {
+    return 0xFFFFFFFFFFFFFFFFull;
+  }
+  if (value == 0.0) {
+    value = 0.0;
+  }
+  uint64_t bits;
+  memcpy(&bits, &value, sizeof(bits));
+  return (bits & 0x8000000000000000ull) ? ~bits : (bits | 0x8000000000000000ull);
+}
+
+// Negatives hard negative mining keeps in one image:
+// min(max(ratio * positives, min_negatives), negatives), saturating instead of overflowing.
+SSD_HOST_DEVICE int64_t mining_quota(
+    int64_t num_positives, int64_t num_negatives, int64_t neg_pos_ratio, int64_t min_negatives) {
+  const int64_t max_value = INT64_MAX;
+  int64_t wanted = num_positives > 0 && neg_pos_ratio > max_value / num_positives
+                       ? max_value
+                       : neg_pos_ratio * num_positives;
+  wanted = wanted > min_negatives ? wanted : min_negatives;
+  return wanted < num_negatives ? wanted : num_negatives;
 }
 
 }  // namespace box_math

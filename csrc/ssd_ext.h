@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <tuple>
+
 namespace ssd_ext {
 
 namespace detail {
@@ -20,6 +22,29 @@ inline at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   static const auto op =
       detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&)>("ssd_ext::box_iou");
   return op.call(boxes1, boxes2);
+}
+
+// Batched SSD matching + encoding. Ground truth in CSR form: gt_boxes [N, 4] xyxy,
+// gt_labels [N] int64, gt_offsets [B + 1] int64; priors [P, 4] cxcywh. Returns
+// (loc_targets [B, P, 4], labels [B, P] int64). See DESIGN.md §4 for the semantics.
+inline std::tuple<at::Tensor, at::Tensor> match(
+    const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const at::Tensor& gt_offsets,
+    const at::Tensor& priors, double iou_threshold = 0.5, double variance_center = 0.1,
+    double variance_size = 0.2) {
+  static const auto op = detail::find_op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
+      double)>("ssd_ext::match");
+  return op.call(gt_boxes, gt_labels, gt_offsets, priors, iou_threshold, variance_center,
+                 variance_size);
+}
+
+// bool [B, P]: positives plus each image's hardest negatives (ties to the lower index).
+inline at::Tensor hard_negative_mining(
+    const at::Tensor& conf_loss, const at::Tensor& labels, int64_t neg_pos_ratio = 3,
+    int64_t min_negatives = 0) {
+  static const auto op = detail::find_op<at::Tensor(
+      const at::Tensor&, const at::Tensor&, int64_t, int64_t)>("ssd_ext::hard_negative_mining");
+  return op.call(conf_loss, labels, neg_pos_ratio, min_negatives);
 }
 
 }  // namespace ssd_ext

@@ -5,5 +5,6 @@ calls one dispatcher op, which runs the CPU or CUDA kernel of the tensors' devic
 """
 
 from .boxes import box_iou
+from .matching import hard_negative_mining, match
 
-__all__ = ["box_iou"]
+__all__ = ["box_iou", "hard_negative_mining", "match"]

@@ -1,0 +1,179 @@
+"""Benchmark cases of the matching family: match (ours, the reference, torchvision's
+per-image SSD matching), hard negative mining (ours, the reference, a double argsort) and the
+MultiBox loss forward + backward (ours, the reference loss)."""
+
+from __future__ import annotations
+
+import ssd_reference as ref
+import torch
+
+from benchmarks.harness import Case
+from ssd_ext import ops
+from ssd_ext.engine import MultiBoxLoss
+
+_PRIOR_CONFIGS = {
+    "SSD300": dict(
+        feature_map_sizes=[38, 19, 10, 5, 3, 1], image_size=300,
+        min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
+        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+    ),
+    "SSD512": dict(
+        feature_map_sizes=[64, 32, 16, 8, 4, 2, 1], image_size=512,
+        min_sizes=[20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8],
+        max_sizes=[51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
+        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
+    ),
+}
+_PRIORS: dict[str, torch.Tensor] = {}
+
+
+def _priors(name: str, device: str) -> torch.Tensor:
+    if name not in _PRIORS:
+        _PRIORS[name] = ref.prior_boxes(**_PRIOR_CONFIGS[name])
+    return _PRIORS[name].to(device)
+
+
+def _ground_truth(batch: int, count: int, device: str, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    boxes, labels = [], []
+    for _ in range(batch):
+        wh = 0.03 + 0.5 * torch.rand(count, 2, generator=generator)
+        x1y1 = torch.rand(count, 2, generator=generator) * (1 - wh)
+        boxes.append(torch.cat([x1y1, x1y1 + wh], dim=1).to(device))
+        labels.append(torch.randint(1, 21, (count,), generator=generator).to(device))
+    return boxes, labels
+
+
+def _torchvision_match(boxes, labels, priors):
+    """torchvision's SSD: per image box_iou, SSDMatcher(0.5), encode the matched boxes."""
+    from torchvision.models.detection._utils import BoxCoder, SSDMatcher
+    from torchvision.ops import box_iou
+
+    matcher = SSDMatcher(0.5)
+    coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+    anchors = ref.boxes.cxcywh_to_xyxy(priors)
+
+    def run():
+        loc_targets, prior_labels = [], []
+        for gt_boxes, gt_labels in zip(boxes, labels, strict=True):
+            matched = matcher(box_iou(gt_boxes, anchors))
+            foreground = torch.where(matched >= 0)[0]
+            target = torch.zeros_like(anchors)
+            target[foreground] = coder.encode_single(gt_boxes[matched[foreground]], anchors[foreground])
+            label = torch.zeros(anchors.shape[0], dtype=torch.int64, device=anchors.device)
+            label[foreground] = gt_labels[matched[foreground]]
+            loc_targets.append(target)
+            prior_labels.append(label)
+        return torch.stack(loc_targets), torch.stack(prior_labels)
+
+    return run
+
+
+def _match_case(batch: int, count: int, prior_name: str, quick: bool) -> Case:
+    def ours(device):
+        boxes, labels = _ground_truth(batch, count, device)
+        priors = _priors(prior_name, device)
+        return lambda: ops.match(boxes, labels, priors)
+
+    def reference(device):
+        boxes, labels = _ground_truth(batch, count, device)
+        priors = _priors(prior_name, device)
+        return lambda: ref.match(boxes, labels, priors)
+
+    def torchvision_impl(device):
+        boxes, labels = _ground_truth(batch, count, device)
+        return _torchvision_match(boxes, labels, _priors(prior_name, device))
+
+    return Case("match", f"B={batch} G={count} {prior_name}",
+                {"ssd_ext": ours, "reference": reference, "torchvision loop": torchvision_impl},
+                quick=quick)
+
+
+def _mining_inputs(batch: int, num_priors: int, device: str):
+    generator = torch.Generator().manual_seed(1)
+    loss = torch.rand(batch, num_priors, generator=generator) * 4
+    labels = torch.where(torch.rand(batch, num_priors, generator=generator) < 0.005,
+                         torch.randint(1, 21, (batch, num_priors), generator=generator), 0)
+    return loss.to(device), labels.to(device)
+
+
+def _double_argsort_mining(loss: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: int = 3) -> torch.Tensor:
+    """ssd.pytorch / torchvision style: rank of every prior by a double argsort."""
+    positive = labels > 0
+    num_neg = (neg_pos_ratio * positive.sum(dim=1, keepdim=True)).clamp(max=labels.shape[1] - 1)
+    masked = loss.masked_fill(positive, 0.0)
+    _, order = masked.sort(dim=1, descending=True)
+    _, rank = order.sort(dim=1)
+    return positive | (rank < num_neg)
+
+
+def _mining_case(batch: int, num_priors: int, quick: bool) -> Case:
+    def ours(device):
+        loss, labels = _mining_inputs(batch, num_priors, device)
+        return lambda: ops.hard_negative_mining(loss, labels)
+
+    def reference(device):
+        loss, labels = _mining_inputs(batch, num_priors, device)
+        return lambda: ref.hard_negative_mining(loss, labels)
+
+    def double_argsort(device):
+        loss, labels = _mining_inputs(batch, num_priors, device)
+        return lambda: _double_argsort_mining(loss, labels)
+
+    return Case("hard_negative_mining", f"{batch}x{num_priors}",
+                {"ssd_ext": ours, "reference": reference, "double argsort": double_argsort}, quick=quick)
+
+
+def _loss_case(batch: int, count: int, prior_name: str, quick: bool) -> Case:
+    num_classes = 21
+
+    def inputs(device):
+        priors = _priors(prior_name, device)
+        generator = torch.Generator().manual_seed(2)
+        num_priors = priors.shape[0]
+        loc = torch.randn(batch, num_priors, 4, generator=generator).to(device).requires_grad_(True)
+        conf = torch.randn(batch, num_priors, num_classes, generator=generator).to(device)
+        conf.requires_grad_(True)
+        boxes, labels = _ground_truth(batch, count, device)
+        return priors, loc, conf, boxes, labels
+
+    def ours(device):
+        priors, loc, conf, boxes, labels = inputs(device)
+        module = MultiBoxLoss(priors, num_classes).to(device)
+        targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
+
+        def run():
+            module(loc, conf, targets)["loss"].backward()
+
+        return run
+
+    def reference(device):
+        priors, loc, conf, boxes, labels = inputs(device)
+
+        def run():
+            loc_loss, conf_loss = ref.multibox_loss(loc, conf, boxes, labels, priors)
+            (loc_loss + conf_loss).backward()
+
+        return run
+
+    return Case("multibox_loss", f"fwd+bwd B={batch} G={count} {prior_name}",
+                {"ssd_ext": ours, "reference": reference}, quick=quick)
+
+
+CASES = [
+    _match_case(8, 2, "SSD300", quick=True),
+    _match_case(8, 8, "SSD300", quick=True),
+    _match_case(8, 32, "SSD300", quick=False),
+    _match_case(32, 2, "SSD300", quick=False),
+    _match_case(32, 8, "SSD300", quick=True),
+    _match_case(32, 32, "SSD300", quick=False),
+    _match_case(8, 2, "SSD512", quick=False),
+    _match_case(8, 8, "SSD512", quick=False),
+    _match_case(8, 32, "SSD512", quick=False),
+    _match_case(32, 2, "SSD512", quick=False),
+    _match_case(32, 8, "SSD512", quick=False),
+    _match_case(32, 32, "SSD512", quick=False),
+    _mining_case(32, 8732, quick=True),
+    _mining_case(32, 24564, quick=False),
+    _loss_case(32, 8, "SSD300", quick=True),
+]

@@ -1,0 +1,218 @@
+"""Matching ops: batched SSD matching + target encoding, and hard negative mining.
+
+Semantics are ``ssd_reference.matching`` (DESIGN.md §4): each prior takes its best-IoU
+ground truth, a deterministic greedy bipartite pass gives every overlapping ground truth its
+own prior, priors are positive when forced or when IoU >= ``iou_threshold``; mining keeps
+the positives plus the ``min(max(ratio * pos, min_negatives), neg)`` highest-loss negatives
+of each image, ties to the lower index, NaN losses ranked highest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import _checks
+
+__all__ = ["hard_negative_mining", "match"]
+
+
+def _as_list(value: object, name: str) -> list:
+    if isinstance(value, Tensor) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of tensors (one per image), got {type(value).__name__}")
+    return list(value)
+
+
+def _image_labels(value: object, index: int, count: int, device: torch.device) -> Tensor:
+    labels = _checks.require_tensor(value, f"gt_labels[{index}]")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"gt_labels[{index}] must be an integer tensor, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != count:
+        raise ValueError(
+            f"gt_labels[{index}] must have shape [{count}] to match gt_boxes[{index}], "
+            f"got shape {tuple(labels.shape)}"
+        )
+    if labels.device != device:
+        raise ValueError(f"gt_labels[{index}] must be on the priors' device {device}, got {labels.device}")
+    return labels.to(torch.int64)
+
+
+def _invalid_rows(boxes: Tensor, labels: Tensor, num_classes: int | None) -> Tensor:
+    """bool ``[N]``: ground truth that cannot be encoded (or has a label out of range)."""
+    finite = torch.isfinite(boxes).all(dim=1)
+    positive_size = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    label_ok = labels >= 1
+    if num_classes is not None:
+        label_ok &= labels < num_classes
+    return ~(finite & positive_size & label_ok)
+
+
+def _describe(boxes: Tensor, labels: Tensor, row: int, num_classes: int | None) -> str:
+    box = [float(v) for v in boxes[row].tolist()]
+    label = int(labels[row])
+    if not all(torch.isfinite(boxes[row]).tolist()):
+        why = "a non-finite coordinate"
+    elif not (box[2] > box[0] and box[3] > box[1]):
+        why = "zero or negative width or height (it cannot be encoded: log of 0)"
+    else:
+        upper = "" if num_classes is None else f" and < num_classes={num_classes}"
+        why = f"label {label} outside the object classes (labels must be >= 1{upper}; 0 is background)"
+    return f"box {box} with label {label} has {why}"
+
+
+def match(
+    gt_boxes: Sequence[Tensor],
+    gt_labels: Sequence[Tensor],
+    priors: Tensor,
+    iou_threshold: float = 0.5,
+    variances: Sequence[float] = (0.1, 0.2),
+    *,
+    num_classes: int | None = None,
+    invalid: str = "raise",
+) -> tuple[Tensor, Tensor]:
+    """Match a whole batch of ground truth to the priors and encode the targets, in one op.
+
+    Args:
+        gt_boxes: B tensors ``[G_i, 4]`` xyxy (normalised like the priors; G_i may be 0).
+        gt_labels: B integer tensors ``[G_i]``, object classes 1..C-1.
+        priors: ``[P, 4]`` cxcywh; every tensor on the same device.
+        iou_threshold: priors with best IoU >= this (in (0, 1]) are positive.
+        variances: (centre, size) encoding variances.
+        num_classes: when given (counting background), labels must be < num_classes.
+        invalid: ground truth with a non-finite coordinate, zero/negative width or height or
+            a label out of range cannot be trained on: ``"raise"`` (ValueError naming the
+            image) or ``"drop"`` (removed with a warning). The check is skipped while
+            torch.compile traces (it needs the values).
+
+    Returns:
+        ``loc_targets [B, P, 4]`` in the promoted float dtype of boxes and priors, and
+        ``labels [B, P]`` int64 (0 = background).
+    """
+    boxes_list = _as_list(gt_boxes, "gt_boxes")
+    labels_list = _as_list(gt_labels, "gt_labels")
+    if len(boxes_list) != len(labels_list):
+        raise ValueError(
+            f"gt_boxes and gt_labels must have one entry per image, got {len(boxes_list)} and "
+            f"{len(labels_list)}"
+        )
+    if invalid not in ("raise", "drop"):
+        raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+        raise ValueError(f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}")
+    if not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    v_center, v_size = _checks.variance_pair(variances)
+    priors = _checks.box_tensor(priors, "priors", ndim=2)
+    device = priors.device
+    dtype = priors.dtype
+    boxes_checked = []
+    labels_checked = []
+    for index, (boxes, labels) in enumerate(zip(boxes_list, labels_list, strict=True)):
+        boxes = _checks.box_tensor(boxes, f"gt_boxes[{index}]", ndim=2)
+        if boxes.device != device:
+            raise ValueError(f"gt_boxes[{index}] must be on the priors' device {device}, got {boxes.device}")
+        dtype = torch.promote_types(dtype, boxes.dtype)
+        boxes_checked.append(boxes)
+        labels_checked.append(_image_labels(labels, index, boxes.shape[0], device))
+
+    counts = [boxes.shape[0] for boxes in boxes_checked]
+    if boxes_checked:
+        all_boxes = torch.cat([boxes.to(dtype) for boxes in boxes_checked])
+        all_labels = torch.cat(labels_checked)
+    else:
+        all_boxes = priors.new_zeros((0, 4), dtype=dtype)
+        all_labels = torch.zeros(0, dtype=torch.int64, device=device)
+
+    if not torch.compiler.is_compiling() and all_boxes.shape[0] > 0:
+        bad = _invalid_rows(all_boxes, all_labels, num_classes)
+        if bool(bad.any()):
+            bad_rows = torch.nonzero(bad).flatten().cpu()
+            image_of_row = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+            first = int(bad_rows[0])
+            image = int(image_of_row[first])
+            within = first - sum(counts[:image])
+            detail = _describe(all_boxes, all_labels, first, num_classes)
+            message = (f"ground truth of image {image}, row {within}: {detail}; "
+                       f"{bad_rows.numel()} invalid row(s) in the batch")
+            if invalid == "raise":
+                raise ValueError(message)
+            warnings.warn(f"match: dropping invalid ground truth ({message})", stacklevel=2)
+            keep = ~bad
+            all_boxes = all_boxes[keep]
+            all_labels = all_labels[keep]
+            dropped = torch.bincount(image_of_row[bad_rows], minlength=len(counts)).tolist()
+            counts = [count - drop for count, drop in zip(counts, dropped, strict=True)]
+
+    offsets = [0]
+    for count in counts:
+        offsets.append(offsets[-1] + count)
+    gt_offsets = torch.tensor(offsets, dtype=torch.int64, device=device)
+    return torch.ops.ssd_ext.match.default(
+        all_boxes, all_labels, gt_offsets, priors.to(dtype), float(iou_threshold), v_center, v_size
+    )
+
+
+@torch.library.register_fake("ssd_ext::match")
+def _match_fake(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
+                iou_threshold: float, variance_center: float, variance_size: float
+                ) -> tuple[Tensor, Tensor]:
+    torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[-1] == 4, lambda: "gt_boxes must be [N, 4]")
+    torch._check(priors.dim() == 2 and priors.shape[-1] == 4, lambda: "priors must be [P, 4]")
+    torch._check(gt_boxes.dtype == priors.dtype, lambda: "gt_boxes and priors dtypes differ")
+    torch._check(gt_labels.dtype == torch.int64, lambda: "gt_labels must be int64")
+    torch._check(gt_offsets.dim() == 1 and gt_offsets.shape[0] >= 1, lambda: "gt_offsets must be [B + 1]")
+    batch = gt_offsets.shape[0] - 1
+    num_priors = priors.shape[0]
+    return (priors.new_empty((batch, num_priors, 4)),
+            priors.new_empty((batch, num_priors), dtype=torch.int64))
+
+
+def hard_negative_mining(
+    conf_loss: Tensor,
+    labels: Tensor,
+    neg_pos_ratio: int = 3,
+    min_negatives: int = 0,
+) -> Tensor:
+    """Positives plus each image's hardest negatives.
+
+    Args:
+        conf_loss: ``[B, P]`` floating ranking loss (e.g. background cross-entropy).
+        labels: ``[B, P]`` integer labels: > 0 positive, 0 negative, < 0 ignored.
+        neg_pos_ratio: negatives kept per positive (int >= 0).
+        min_negatives: negatives kept at least, e.g. for images without objects (int >= 0).
+
+    Returns:
+        bool ``[B, P]``: every positive, and per image the
+        ``min(max(neg_pos_ratio * num_pos, min_negatives), num_neg)`` negatives of highest
+        loss (ties to the lower index; NaN ranks above every number).
+    """
+    conf_loss = _checks.as_float_tensor(conf_loss, "conf_loss")
+    labels = _checks.require_tensor(labels, "labels")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if conf_loss.dim() != 2:
+        raise ValueError(f"conf_loss must have shape [B, P], got shape {tuple(conf_loss.shape)}")
+    if labels.shape != conf_loss.shape:
+        raise ValueError(
+            f"labels must have the shape of conf_loss {tuple(conf_loss.shape)}, got {tuple(labels.shape)}"
+        )
+    _checks.same_device(("conf_loss", conf_loss), ("labels", labels))
+    for name, value in (("neg_pos_ratio", neg_pos_ratio), ("min_negatives", min_negatives)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    return torch.ops.ssd_ext.hard_negative_mining.default(
+        conf_loss, labels.to(torch.int64), neg_pos_ratio, min_negatives
+    )
+
+
+@torch.library.register_fake("ssd_ext::hard_negative_mining")
+def _hard_negative_mining_fake(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: int,
+                               min_negatives: int) -> Tensor:
+    torch._check(conf_loss.dim() == 2, lambda: "conf_loss must be [B, P]")
+    torch._check(labels.dtype == torch.int64, lambda: "labels must be int64")
+    return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)
