@@ -4,6 +4,7 @@ Every function validates its arguments (ValueError/TypeError naming the argument
 calls one dispatcher op, which runs the CPU or CUDA kernel of the tensors' device.
 """
 
-from .boxes import box_iou
+from .boxes import box_iou, decode, encode
+from .priors import prior_boxes, ssd_sizes
 
-__all__ = ["box_iou"]
+__all__ = ["box_iou", "decode", "encode", "prior_boxes", "ssd_sizes"]
