@@ -49,12 +49,16 @@ def _box_iou_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
 
 
+def _is_suffix(shape: Sequence[int], of: Sequence[int]) -> bool:
+    return len(shape) <= len(of) and tuple(shape) == tuple(of[len(of) - len(shape):])
+
+
 def _coding_operands(boxes: Tensor, priors: Tensor, boxes_name: str) -> tuple[Tensor, Tensor]:
     """(boxes, priors) in the kernels' form: priors' shape a trailing part of the boxes'."""
     trimmed = priors
     while trimmed.dim() > 1 and trimmed.shape[0] == 1:
         trimmed = trimmed[0]
-    if trimmed.dim() <= boxes.dim() and tuple(trimmed.shape) == tuple(boxes.shape[boxes.dim() - trimmed.dim():]):
+    if _is_suffix(trimmed.shape, boxes.shape):
         return boxes, trimmed
     try:
         shape = torch.broadcast_shapes(boxes.shape, priors.shape)
@@ -62,7 +66,7 @@ def _coding_operands(boxes: Tensor, priors: Tensor, boxes_name: str) -> tuple[Te
         raise ValueError(f"{boxes_name} of shape {tuple(boxes.shape)} and priors of shape "
                          f"{tuple(priors.shape)} do not broadcast") from None
     boxes = boxes.expand(shape)
-    if trimmed.dim() > len(shape) or tuple(trimmed.shape) != tuple(shape[len(shape) - trimmed.dim():]):
+    if not _is_suffix(trimmed.shape, shape):
         trimmed = priors.expand(shape)
     return boxes, trimmed
 
@@ -121,9 +125,8 @@ def decode(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2))
 
 def _box_coding_fake(first: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
     torch._check(first.dim() >= 1 and first.shape[-1] == 4, lambda: "last dimension must be 4")
-    torch._check(priors.dim() <= first.dim(), lambda: "priors has more dimensions than the boxes")
-    for got, want in zip(reversed(priors.shape), reversed(first.shape)):
-        torch._check(got == want, lambda: "priors must have the shape of the boxes' trailing dimensions")
+    torch._check(_is_suffix(priors.shape, first.shape),
+                 lambda: "priors must have the shape of the boxes' trailing dimensions")
     torch._check(first.dtype == priors.dtype, lambda: "boxes and priors dtypes differ")
     torch._check(len(variances) == 2, lambda: "variances must have two values")
     return first.new_empty(first.shape)

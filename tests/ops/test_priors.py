@@ -151,7 +151,8 @@ def test_cache_returns_independent_copies(device):
     assert len(priors_module._CACHE) == 1
     assert_close_to_reference(second, ref.prior_boxes(**SSD300))
     # Equal arguments in another form hit the same entry; another dtype is another entry.
-    same = dict(SSD300, image_size=(300, 300), feature_map_sizes=[(f, f) for f in SSD300["feature_map_sizes"]],
+    same = dict(SSD300, image_size=(300, 300),
+                feature_map_sizes=[(f, f) for f in SSD300["feature_map_sizes"]],
                 min_sizes=[float(v) for v in SSD300["min_sizes"]])
     ops.prior_boxes(**same, device=device)
     assert len(priors_module._CACHE) == 1
@@ -218,8 +219,10 @@ def _config(**changes):
 @pytest.mark.parametrize(
     "config, error, match",
     [
-        (_config(feature_map_sizes=[38, 0, 10, 5, 3, 1]), ValueError, r"feature_map_sizes\[1\] must be positive"),
-        (_config(feature_map_sizes=[38, 19.0, 10, 5, 3, 1]), TypeError, r"feature_map_sizes\[1\] must be an int"),
+        (_config(feature_map_sizes=[38, 0, 10, 5, 3, 1]), ValueError,
+         r"feature_map_sizes\[1\] must be positive"),
+        (_config(feature_map_sizes=[38, 19.0, 10, 5, 3, 1]), TypeError,
+         r"feature_map_sizes\[1\] must be an int"),
         (_config(feature_map_sizes=[(38, 38, 1), 19, 10, 5, 3, 1]), ValueError, r"feature_map_sizes\[0\]"),
         (_config(feature_map_sizes=38), TypeError, "feature_map_sizes must be a sequence"),
         (_config(image_size=-300), ValueError, "image_size must be positive"),
@@ -232,7 +235,8 @@ def _config(**changes):
         (_config(max_sizes=[60, 111]), ValueError, "max_sizes must have one entry per level"),
         (_config(aspect_ratios=[[2], [2, 0], [2, 3], [2, 3], [2], [2]]), ValueError,
          r"aspect_ratios\[1\]\[1\] must be positive"),
-        (_config(aspect_ratios=[[2], [2, -3], [2, 3], [2, 3], [2], [2]]), ValueError, r"aspect_ratios\[1\]\[1\]"),
+        (_config(aspect_ratios=[[2], [2, -3], [2, 3], [2, 3], [2], [2]]), ValueError,
+         r"aspect_ratios\[1\]\[1\]"),
         (_config(aspect_ratios=[2, [2, 3], [2, 3], [2, 3], [2], [2]]), TypeError,
          r"aspect_ratios\[0\] must be a sequence"),
         (_config(steps=[8, 16, 32]), ValueError, "steps must have one entry per level"),
