@@ -229,7 +229,8 @@ def ssd_sizes(
     ``first_level_scale * dim`` / ``s_min * dim`` and the rule spans the other levels.
 
     ``rounding="caffe"`` is Caffe SSD's and ssd.pytorch's rule: scales are whole percentages
-    and the step is ``floor((s_max - s_min) / (m - 2))`` percent, which gives SSD300's
+    and the step is ``floor((s_max - s_min) / (n - 1))`` percent over the n levels the rule
+    spans (``num_levels - 1`` with a separate first level), which gives SSD300's
     ``[30, 60, 111, 162, 213, 264]`` / ``[60, 111, 162, 213, 264, 315]`` (s_min 0.2,
     s_max 0.9, first 0.1) and SSD512's ``[35.84, 76.8, ...]`` (0.15, 0.9, first 0.07).
     ``rounding="paper"`` is the continuous ``s_k = s_min + (s_max - s_min)(k - 1)/(m - 1)``.
