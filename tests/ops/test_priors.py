@@ -191,7 +191,8 @@ def test_ssd_sizes_paper_rule():
     scales = [0.2 + 0.7 * k / 4 for k in range(5)]
     assert mins == pytest.approx([300 * s for s in scales])
     assert maxes == pytest.approx([300 * (s + 0.175) for s in scales])
-    assert ops.ssd_sizes(300, 1, first_level_scale=None, rounding="paper") == pytest.approx(([60.0], [270.0]))
+    mins, maxes = ops.ssd_sizes(300, 1, first_level_scale=None, rounding="paper")
+    assert mins == pytest.approx([60.0]) and maxes == pytest.approx([270.0])
 
 
 @pytest.mark.parametrize(
