@@ -43,6 +43,9 @@ def test_ssd300_hand_worked(device):
     wide, tall = 0.1 * math.sqrt(2), 0.1 / math.sqrt(2)
     expected = torch.tensor([[c, c, s, s], [c, c, big, big], [c, c, wide, tall], [c, c, tall, wide]])
     assert_close_to_reference(priors[:4], expected)
+    reference = ref.prior_boxes(**SSD300)
+    assert reference.shape == (8732, 4)
+    assert_close_to_reference(reference[:4], expected)
     assert_close_to_reference(expected[:, 2:], torch.tensor([[0.1, 0.1], [0.141421, 0.141421],
                                                              [0.141421, 0.070711], [0.070711, 0.141421]]),
                               rtol=1e-5, atol=1e-6)
@@ -52,14 +55,18 @@ def test_ssd300_hand_worked(device):
     last = priors[-4:]
     assert_close_to_reference(last[:, :2], torch.full((4, 2), 0.5))
     assert last[1, 2].item() == pytest.approx(min(1.0, math.sqrt(264 * 315) / 300))
-    assert_close_to_reference(priors, ref.prior_boxes(**SSD300))
+    assert_close_to_reference(priors, reference)
 
 
 def test_ssd512_count_and_reference(device):
     priors = ops.prior_boxes(**SSD512, device=device)
     assert priors.shape == (24564, 4)
-    assert_close_to_reference(priors[0], torch.tensor([4 / 512, 4 / 512, 0.07, 0.07]))
-    assert_close_to_reference(priors, ref.prior_boxes(**SSD512))
+    reference = ref.prior_boxes(**SSD512)
+    assert reference.shape == (24564, 4)
+    for boxes in (priors, reference):
+        assert_close_to_reference(boxes[0], torch.tensor([4 / 512, 4 / 512, 0.07, 0.07]))
+        assert_close_to_reference(boxes[1, 2:], torch.full((2,), math.sqrt(35.84 * 76.8) / 512))
+    assert_close_to_reference(priors, reference)
 
 
 def test_non_square_image_and_feature_maps(device):
