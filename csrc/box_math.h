@@ -84,6 +84,27 @@ SSD_HOST_DEVICE T iou(const T* a, const T* b) {
       b[0], b[1], b[2], b[3], box_area(b[0], b[1], b[2], b[3]));
 }
 
+// log / exp in T itself. On the host a bare ::log(float) would be the C library's double
+// log (the float overloads live in std::), making float math both slower and unlike CUDA's
+// logf; device code gets CUDA's overloads of ::log / ::exp.
+template <typename T>
+SSD_HOST_DEVICE T log_of(T v) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+  return ::log(v);
+#else
+  return std::log(v);
+#endif
+}
+
+template <typename T>
+SSD_HOST_DEVICE T exp_of(T v) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+  return ::exp(v);
+#else
+  return std::exp(v);
+#endif
+}
+
 // SSD regression target of an xyxy box against a cxcywh prior:
 // ((cx - pcx) / (v0 * pw), (cy - pcy) / (v0 * ph), log(w / pw) / v1, log(h / ph) / v1).
 template <typename T>
@@ -97,8 +118,8 @@ SSD_HOST_DEVICE void encode_box(
   const T cy = y1 + T(0.5) * h;
   out[0] = (cx - pcx) / (v_center * pw);
   out[1] = (cy - pcy) / (v_center * ph);
-  out[2] = ::log(w / pw) / v_size;
-  out[3] = ::log(h / ph) / v_size;
+  out[2] = log_of(w / pw) / v_size;
+  out[3] = log_of(h / ph) / v_size;
 }
 
 // Inverse of encode_box, returning xyxy. The scaled log-size offsets are clamped from above
@@ -111,8 +132,8 @@ SSD_HOST_DEVICE void decode_box(
   const T cx = pcx + l_cx * v_center * pw;
   const T cy = pcy + l_cy * v_center * ph;
   const T max_log = T(kDecodeLogScaleClamp);
-  const T w = pw * ::exp(min_of(l_w * v_size, max_log));
-  const T h = ph * ::exp(min_of(l_h * v_size, max_log));
+  const T w = pw * exp_of(min_of(l_w * v_size, max_log));
+  const T h = ph * exp_of(min_of(l_h * v_size, max_log));
   out[0] = cx - T(0.5) * w;
   out[1] = cy - T(0.5) * h;
   out[2] = cx + T(0.5) * w;

@@ -5,6 +5,9 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/ArrayRef.h>
+
+#include <array>
 
 #include <tuple>
 
@@ -45,6 +48,27 @@ inline at::Tensor hard_negative_mining(
   static const auto op = detail::find_op<at::Tensor(
       const at::Tensor&, const at::Tensor&, int64_t, int64_t)>("ssd_ext::hard_negative_mining");
   return op.call(conf_loss, labels, neg_pos_ratio, min_negatives);
+}
+
+// SSD regression targets of xyxy `boxes` [..., 4] against cxcywh `priors`, whose shape is
+// the trailing part of the boxes' (e.g. [P, 4] against [B, P, 4]); same device and dtype.
+// Unlike the Python wrapper this neither broadcasts further nor promotes dtypes.
+inline at::Tensor encode(const at::Tensor& boxes, const at::Tensor& priors,
+                         std::array<double, 2> variances = {0.1, 0.2}) {
+  static const auto op =
+      detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::ArrayRef<double>)>(
+          "ssd_ext::encode");
+  return op.call(boxes, priors, variances);
+}
+
+// xyxy boxes from SSD regression outputs `loc` [..., 4] against cxcywh `priors` (shapes as
+// for encode); the scaled size offsets are clamped at log(1000 / 16) before exp.
+inline at::Tensor decode(const at::Tensor& loc, const at::Tensor& priors,
+                         std::array<double, 2> variances = {0.1, 0.2}) {
+  static const auto op =
+      detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::ArrayRef<double>)>(
+          "ssd_ext::decode");
+  return op.call(loc, priors, variances);
 }
 
 }  // namespace ssd_ext

@@ -6,6 +6,14 @@
 
 #include <vector>
 
+// IEEE results are unchanged by this: it only lets GCC assume that floating-point exceptions
+// are not trapped, so it may if-convert IoU's `union > 0 ? inter / union : 0` and vectorise
+// the inner loop over boxes2 (about 2-3x faster; the default -ftrapping-math keeps it scalar).
+// It applies to the functions below, including box_math's once inlined here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "../box_math.h"
 #include "../ops/box_iou.h"
 

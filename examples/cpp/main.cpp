@@ -27,5 +27,17 @@ int main() {
   ok &= near(iou[0][0].item<double>(), 1.0 / 7.0, "box_iou partial overlap");
   ok &= near(iou[0][1].item<double>(), 1.0, "box_iou identical boxes");
 
+  // A box twice its prior's size, centred 0.05 right of it: encode gives
+  // ((0.05) / (0.1 * 0.1), 0, log(2) / 0.2, log(2) / 0.2); decode gives the box back.
+  const at::Tensor priors = torch::tensor({0.5f, 0.5f, 0.1f, 0.2f}).reshape({1, 4});
+  const at::Tensor boxes = torch::tensor({0.45f, 0.3f, 0.65f, 0.7f}).reshape({1, 1, 4});
+  const at::Tensor loc = ssd_ext::encode(boxes, priors);
+  ok &= near(loc[0][0][0].item<double>(), 5.0, "encode centre x");
+  ok &= near(loc[0][0][1].item<double>(), 0.0, "encode centre y");
+  ok &= near(loc[0][0][2].item<double>(), std::log(2.0) / 0.2, "encode log width");
+  const at::Tensor decoded = ssd_ext::decode(loc, priors);
+  ok &= near(decoded[0][0][2].item<double>(), 0.65, "decode(encode(box)) x2");
+  ok &= near(decoded[0][0][3].item<double>(), 0.7, "decode(encode(box)) y2");
+
   return ok ? 0 : 1;
 }

@@ -4,7 +4,16 @@ Every function validates its arguments (ValueError/TypeError naming the argument
 calls one dispatcher op, which runs the CPU or CUDA kernel of the tensors' device.
 """
 
-from .boxes import box_iou
+from .boxes import box_iou, decode, encode
 from .matching import hard_negative_mining, match
+from .priors import prior_boxes, ssd_sizes
 
-__all__ = ["box_iou", "hard_negative_mining", "match"]
+__all__ = [
+    "box_iou",
+    "decode",
+    "encode",
+    "hard_negative_mining",
+    "match",
+    "prior_boxes",
+    "ssd_sizes",
+]

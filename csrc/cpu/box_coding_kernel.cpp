@@ -1,0 +1,75 @@
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "../box_math.h"
+#include "../ops/box_coding.h"
+
+namespace ssd_ext {
+namespace {
+
+enum class Direction { kEncode, kDecode };
+
+// Row n of `in` pairs with row n % num_priors of `priors`: the priors are never expanded.
+template <typename scalar_t, Direction direction>
+void box_coding_cpu_impl(
+    const scalar_t* in, const scalar_t* priors, int64_t rows, int64_t num_priors,
+    double v_center_d, double v_size_d, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t v_center = static_cast<acc_t>(v_center_d);
+  const acc_t v_size = static_cast<acc_t>(v_size_d);
+  at::parallel_for(0, rows, 4096, [&](int64_t begin, int64_t end) {
+    int64_t prior = begin % num_priors;
+    for (int64_t n = begin; n < end; ++n) {
+      const scalar_t* a = in + 4 * n;
+      const scalar_t* p = priors + 4 * prior;
+      acc_t result[4];
+      if constexpr (direction == Direction::kEncode) {
+        box_math::encode_box<acc_t>(
+            a[0], a[1], a[2], a[3], p[0], p[1], p[2], p[3], v_center, v_size, result);
+      } else {
+        box_math::decode_box<acc_t>(
+            a[0], a[1], a[2], a[3], p[0], p[1], p[2], p[3], v_center, v_size, result);
+      }
+      for (int c = 0; c < 4; ++c) {
+        out[4 * n + c] = static_cast<scalar_t>(result[c]);
+      }
+      if (++prior == num_priors) {
+        prior = 0;
+      }
+    }
+  });
+}
+
+template <Direction direction>
+at::Tensor box_coding_cpu(
+    const at::Tensor& input, const at::Tensor& priors, c10::ArrayRef<double> variances) {
+  constexpr const char* input_name = direction == Direction::kEncode ? "boxes" : "loc";
+  check_box_coding_args(input, input_name, priors, variances);
+  at::Tensor out = at::empty(input.sizes(), input.options());
+  if (out.numel() == 0) {
+    return out;
+  }
+  const at::Tensor in_c = input.contiguous();
+  const at::Tensor priors_c = priors.contiguous();
+  const int64_t rows = in_c.numel() / 4;
+  const int64_t num_priors = priors_c.numel() / 4;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, in_c.scalar_type(), "box_coding_cpu", [&] {
+        box_coding_cpu_impl<scalar_t, direction>(
+            in_c.const_data_ptr<scalar_t>(), priors_c.const_data_ptr<scalar_t>(), rows,
+            num_priors, variances[0], variances[1], out.mutable_data_ptr<scalar_t>());
+      });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssd_ext, CPU, m) {
+  m.impl("encode", &box_coding_cpu<Direction::kEncode>);
+  m.impl("decode", &box_coding_cpu<Direction::kDecode>);
+}
+
+}  // namespace ssd_ext

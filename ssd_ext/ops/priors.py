@@ -1,0 +1,273 @@
+"""Prior (default) boxes of SSD, and the paper's rule for their sizes.
+
+Conventions (DESIGN.md §4, the contract is ``ssd_reference.priors``): priors are ``[P, 4]``
+cxcywh, normalised to the image. Order: level, then row i, then column j, then per cell: the
+square of side ``min/img``, the square of side ``sqrt(min * max)/img`` (when the level has a
+max size), then for each aspect ratio r the boxes ``(s sqrt(r), s / sqrt(r))`` and
+``(s / sqrt(r), s sqrt(r))``. Sizes are in input pixels and normalised per axis, so a square
+prior is square in pixels on a non-square image.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["prior_boxes", "ssd_sizes"]
+
+# Priors depend only on their arguments, and a model asks for the same ones on every forward.
+_CACHE: OrderedDict[tuple, Tensor] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _positive(value: object, name: str) -> float:
+    number = _real(value, name)
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return number
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return int(value)
+
+
+def _sequence(value: object, name: str) -> Sequence:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _pair(value: object, name: str, convert) -> tuple:
+    """A scalar (used for both axes) or an (h, w) / (y, x) pair."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or an (h, w) pair, got {value!r}")
+        return convert(value[0], f"{name}[0]"), convert(value[1], f"{name}[1]")
+    number = convert(value, name)
+    return number, number
+
+
+def _levels(value: object, name: str, num_levels: int) -> Sequence:
+    items = _sequence(value, name)
+    if len(items) != num_levels:
+        raise ValueError(
+            f"{name} must have one entry per level ({num_levels}, as feature_map_sizes), "
+            f"got {len(items)}: {value!r}"
+        )
+    return items
+
+
+def _device(device: torch.device | str | int | None) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (torch.device, str, int)) or isinstance(device, bool):
+        raise TypeError(f"device must be a torch.device, str or None, got {device!r}")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None and torch.cuda.is_available():
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return resolved
+
+
+def prior_boxes(
+    feature_map_sizes: Sequence[int | Sequence[int]],
+    image_size: float | Sequence[float],
+    min_sizes: Sequence[float],
+    max_sizes: Sequence[float | None] | None,
+    aspect_ratios: Sequence[Sequence[float]],
+    steps: Sequence[float | Sequence[float]] | None = None,
+    offset: float = 0.5,
+    clip: bool = True,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``[P, 4]`` cxcywh prior boxes of an SSD, in the order of the module docstring.
+
+    Args:
+        feature_map_sizes: per level, an int (square map) or an ``(h, w)`` pair.
+        image_size: the input size in pixels, an int or an ``(h, w)`` pair.
+        min_sizes: per level, the side of the small square prior in input pixels.
+        max_sizes: per level, the size whose geometric mean with the min size gives the second
+            square prior, or None for no such prior on that level; None for no level.
+            Must not be smaller than the level's min size.
+        aspect_ratios: per level, the ratios r > 0 adding a wide and a tall prior each.
+        steps: per level, the distance between cell centres in input pixels (a number or a
+            ``(y, x)`` pair); None means ``image_size / feature_map_size`` per axis.
+        offset: where in its cell a prior's centre lies, in [0, 1].
+        clip: clamp cx, cy, w and h to [0, 1].
+        device: where the priors are made (default: the CPU).
+        dtype: a floating dtype (default float32); the math runs in float64, then is cast.
+
+    Returns:
+        ``[P, 4]`` cxcywh priors. SSD300-VOC gives 8732, SSD512 24564.
+
+    Results are cached by their arguments, device and dtype (the last 32); every call returns
+    its own copy of the cached tensor, so callers may modify it freely.
+    """
+    args = _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes,
+                                 aspect_ratios, steps, offset, clip, dtype)
+    resolved_device = _device(device)
+    if torch.compiler.is_compiling():
+        return _prior_boxes_op(args, resolved_device)
+    key = (*args, resolved_device)
+    cached = _CACHE.get(key)
+    if cached is None:
+        with torch.inference_mode(False), torch.no_grad():
+            cached = _prior_boxes_op(args, resolved_device)
+        if type(cached) is not Tensor:  # a fake or functional tensor of some tracing mode
+            return cached
+        _CACHE[key] = cached
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return cached.clone()
+
+
+def _prior_boxes_op(args: tuple, device: torch.device) -> Tensor:
+    fmaps, image, mins, maxes, ratios, ratio_counts, steps, offset, clip, dtype = args
+    return torch.ops.ssd_ext.prior_boxes.default(
+        list(fmaps), list(image), list(mins), list(maxes), list(ratios), list(ratio_counts),
+        list(steps), offset, clip, dtype=dtype, device=device)
+
+
+def _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
+                          steps, offset, clip, dtype) -> tuple:
+    """The op's flattened, hashable arguments, after checking the user's."""
+    fmaps: list[int] = []
+    for level, fmap in enumerate(_sequence(feature_map_sizes, "feature_map_sizes")):
+        fmaps.extend(_pair(fmap, f"feature_map_sizes[{level}]", _positive_int))
+    num_levels = len(fmaps) // 2
+    image = _pair(image_size, "image_size", _positive)
+    mins = tuple(_positive(v, f"min_sizes[{k}]")
+                 for k, v in enumerate(_levels(min_sizes, "min_sizes", num_levels)))
+    maxes: tuple[float, ...] = ()
+    if max_sizes is not None:
+        values = []
+        for level, value in enumerate(_levels(max_sizes, "max_sizes", num_levels)):
+            if value is None:
+                values.append(0.0)  # the op's "no max size on this level"
+                continue
+            max_size = _positive(value, f"max_sizes[{level}]")
+            if max_size < mins[level]:
+                raise ValueError(f"max_sizes[{level}] = {value!r} is smaller than "
+                                 f"min_sizes[{level}] = {min_sizes[level]!r}")
+            values.append(max_size)
+        maxes = tuple(values)
+    ratios: list[float] = []
+    ratio_counts: list[int] = []
+    for level, level_ratios in enumerate(_levels(aspect_ratios, "aspect_ratios", num_levels)):
+        level_ratios = _sequence(level_ratios, f"aspect_ratios[{level}]")
+        ratios.extend(_positive(r, f"aspect_ratios[{level}][{k}]") for k, r in enumerate(level_ratios))
+        ratio_counts.append(len(level_ratios))
+    flat_steps: list[float] = []
+    if steps is not None:
+        for level, step in enumerate(_levels(steps, "steps", num_levels)):
+            flat_steps.extend(_pair(step, f"steps[{level}]", _positive))
+    offset = _real(offset, "offset")
+    if not 0.0 <= offset <= 1.0:
+        raise ValueError(f"offset must be in [0, 1], got {offset!r}")
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip must be a bool, got {clip!r}")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    return (tuple(fmaps), image, mins, maxes, tuple(ratios), tuple(ratio_counts),
+            tuple(flat_steps), offset, clip, dtype or torch.float32)
+
+
+@torch.library.register_fake("ssd_ext::prior_boxes")
+def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
+                      aspect_ratio_counts, steps, offset=0.5, clip=True, *, dtype=None, device=None):
+    num_levels = len(min_sizes)
+    torch._check(len(feature_map_sizes) == 2 * num_levels, lambda: "feature_map_sizes: one (h, w) per level")
+    torch._check(len(aspect_ratio_counts) == num_levels, lambda: "aspect_ratio_counts: one per level")
+    count = 0
+    for level in range(num_levels):
+        per_cell = 1 + 2 * aspect_ratio_counts[level]
+        if max_sizes and max_sizes[level] > 0:
+            per_cell += 1
+        count += feature_map_sizes[2 * level] * feature_map_sizes[2 * level + 1] * per_cell
+    return torch.empty((count, 4), dtype=dtype or torch.float32, device=device or "cpu")
+
+
+@torch.library.register_fake("ssd_ext::_prior_boxes_out")
+def _prior_boxes_out_fake(out, feature_map_sizes, steps, cell_shapes, shapes_per_level,
+                          image_size, offset, clip) -> None:
+    torch._check(out.dim() == 2 and out.shape[1] == 4, lambda: "out must be [P, 4]")
+
+
+def ssd_sizes(
+    image_size: float | Sequence[float],
+    num_levels: int,
+    s_min: float = 0.2,
+    s_max: float = 0.9,
+    first_level_scale: float | None = 0.1,
+    rounding: Literal["caffe", "paper"] = "caffe",
+) -> tuple[list[float], list[float]]:
+    """``(min_sizes, max_sizes)`` in pixels from the SSD paper's linear scale rule.
+
+    The scales ``s_k`` of the levels grow linearly from ``s_min`` to ``s_max``; a level's
+    min size is ``s_k * dim`` and its max size ``s_{k+1} * dim`` (one step past ``s_max`` for
+    the last level), where ``dim`` is the smaller side of ``image_size``. With
+    ``first_level_scale`` (Caffe SSD's conv4_3), the first level instead gets
+    ``first_level_scale * dim`` / ``s_min * dim`` and the rule spans the other levels.
+
+    ``rounding="caffe"`` is Caffe SSD's and ssd.pytorch's rule: scales are whole percentages
+    and the step is ``floor((s_max - s_min) / (n - 1))`` percent over the n levels the rule
+    spans (``num_levels - 1`` with a separate first level), which gives SSD300's
+    ``[30, 60, 111, 162, 213, 264]`` / ``[60, 111, 162, 213, 264, 315]`` (s_min 0.2,
+    s_max 0.9, first 0.1) and SSD512's ``[35.84, 76.8, ...]`` (0.15, 0.9, first 0.07).
+    ``rounding="paper"`` is the continuous ``s_k = s_min + (s_max - s_min)(k - 1)/(m - 1)``.
+    """
+    dim = min(_pair(image_size, "image_size", _positive))
+    if isinstance(num_levels, bool) or not isinstance(num_levels, numbers.Integral):
+        raise TypeError(f"num_levels must be an int, got {num_levels!r}")
+    s_min = _positive(s_min, "s_min")
+    s_max = _positive(s_max, "s_max")
+    if s_max < s_min:
+        raise ValueError(f"s_max ({s_max}) must not be smaller than s_min ({s_min})")
+    if rounding not in ("caffe", "paper"):
+        raise ValueError(f"rounding must be 'caffe' or 'paper', got {rounding!r}")
+    rule_levels = num_levels - (0 if first_level_scale is None else 1)
+    if rule_levels < 1:
+        raise ValueError(f"num_levels must be at least {num_levels - rule_levels + 1}, got {num_levels}")
+    if first_level_scale is not None:
+        first_level_scale = _positive(first_level_scale, "first_level_scale")
+        if first_level_scale > s_min:
+            raise ValueError(f"first_level_scale ({first_level_scale}) must not exceed s_min ({s_min})")
+
+    if rounding == "caffe":
+        # Whole percentages, and dim * percent / 100 so that e.g. 300 * 37 / 100 is exactly 111.
+        low, high = round(s_min * 100), round(s_max * 100)
+        step = (high - low) // (rule_levels - 1) if rule_levels > 1 else high - low
+        percents = [low + k * step for k in range(rule_levels)]
+        mins = [dim * p / 100 for p in percents]
+        maxes = [dim * (p + step) / 100 for p in percents]
+        if first_level_scale is not None:
+            mins.insert(0, dim * round(first_level_scale * 100) / 100)
+            maxes.insert(0, dim * low / 100)
+    else:
+        step = (s_max - s_min) / (rule_levels - 1) if rule_levels > 1 else s_max - s_min
+        scales = [s_min + k * step for k in range(rule_levels)]
+        mins = [dim * s for s in scales]
+        maxes = [dim * (s + step) for s in scales]
+        if first_level_scale is not None:
+            mins.insert(0, dim * first_level_scale)
+            maxes.insert(0, dim * s_min)
+    return mins, maxes
