@@ -23,7 +23,6 @@ from ssd_ext.models import (
     PriorConfig,
     SmallBackbone,
     build_model,
-    caffe_sizes,
     config_from_scales,
     get_preset,
     paper_sizes,
@@ -105,18 +104,18 @@ def test_torchvision_preset_reproduces_default_box_generator():
     assert theirs[:, 2:].max().item() == 1.0
 
 
-def test_paper_and_caffe_size_rules():
+def test_paper_size_rule_and_custom_configs():
     mins, maxs = paper_sizes(300, 6, 0.2, 0.9)
     assert mins == pytest.approx([60, 102, 144, 186, 228, 270])
     assert maxs == pytest.approx([102, 144, 186, 228, 270, 312])
-    mins, maxs = caffe_sizes(300, 6, 20, 90, (10, 20))
-    assert mins == pytest.approx([30, 60, 111, 162, 213, 264])
-    assert maxs == pytest.approx([60, 111, 162, 213, 264, 315])
     custom = config_from_scales((38, 19, 10, 5, 3, 1), 300, [[2]] * 6, s_min=0.2, s_max=0.9,
-                                first_level=(0.1, 0.2))
+                                first_level_scale=0.1)
     assert custom.min_sizes == pytest.approx((30, 60, 112.5, 165, 217.5, 270))
     assert custom.max_sizes == pytest.approx((60, 112.5, 165, 217.5, 270, 322.5))
     assert custom.num_priors == 4 * (38 * 38 + 19 * 19 + 10 * 10 + 5 * 5 + 3 * 3 + 1)
+    caffe = config_from_scales((38, 19, 10, 5, 3, 1), 300, SSD300_VOC.aspect_ratios, 0.2, 0.9,
+                               SSD300_VOC.steps, first_level_scale=0.1, rounding="caffe")
+    assert caffe == SSD300_VOC
     with pytest.raises(ValueError, match="s_min"):
         paper_sizes(300, 6, 0.9, 0.2)
 

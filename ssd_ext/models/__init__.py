@@ -15,7 +15,6 @@ from .priors import (
     SSD512_VOC,
     SSD_SMALL_160,
     PriorConfig,
-    caffe_sizes,
     config_from_scales,
     get_preset,
     paper_sizes,
@@ -26,7 +25,7 @@ from .vgg import L2Norm, VGG16Backbone
 
 __all__ = [
     "PRESETS", "SSD300_COCO", "SSD300_TORCHVISION", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC",
-    "SSD_SMALL_160", "PriorConfig", "caffe_sizes", "config_from_scales", "get_preset", "paper_sizes",
+    "SSD_SMALL_160", "PriorConfig", "config_from_scales", "get_preset", "paper_sizes",
     "SmallBackbone", "MODEL_NAMES", "SSD", "build_model", "ssd300", "ssd512", "ssd_small",
     "L2Norm", "VGG16Backbone", "weights",
 ]

@@ -19,7 +19,6 @@ Sizes are in input pixels. The presets reproduce:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -35,7 +34,6 @@ __all__ = [
     "SSD512_VOC",
     "SSD512_COCO",
     "SSD_SMALL_160",
-    "caffe_sizes",
     "paper_sizes",
     "config_from_scales",
     "get_preset",
@@ -56,14 +54,10 @@ def _prior_boxes(
     device: torch.device | str | None,
     dtype: torch.dtype | None,
 ) -> Tensor:
-    # The one place the models call the prior generator. Uses the op when it is built in,
-    # and the plain-PyTorch reference (same signature and semantics) until then.
+    # The one place the models call the prior generator (the ssd_ext.prior_boxes op).
     from .. import ops
 
-    prior_boxes = getattr(ops, "prior_boxes", None)
-    if prior_boxes is None:  # pragma: no cover - only before the op lands
-        from ssd_reference.priors import prior_boxes
-    return prior_boxes(
+    return ops.prior_boxes(
         feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios, steps, offset, clip,
         device=device, dtype=dtype,
     )
@@ -168,44 +162,16 @@ class PriorConfig:
 
 
 def paper_sizes(
-    image_size: float, num_levels: int, s_min: float = 0.2, s_max: float = 0.9, last_max: float | None = None,
+    image_size: float, num_levels: int, s_min: float = 0.2, s_max: float = 0.9,
 ) -> tuple[list[float], list[float]]:
     """Min and max sizes (pixels) from the paper's rule ``s_k = s_min + (s_max - s_min)(k-1)/(m-1)``.
 
-    The max size of level k is ``s_{k+1}``; for the last level it is ``last_max`` (a scale,
-    default ``s_max + (s_max - s_min)/(m-1)``, i.e. the rule continued one step, as Caffe does).
+    The max size of level k is ``s_{k+1}``; for the last level the rule continued one step
+    (as Caffe does). Thin wrapper over ``ssd_ext.ops.ssd_sizes(rounding="paper")``.
     """
-    if num_levels < 1:
-        raise ValueError(f"num_levels must be >= 1, got {num_levels}")
-    if not 0 < s_min <= s_max:
-        raise ValueError(f"need 0 < s_min <= s_max, got s_min={s_min}, s_max={s_max}")
-    if num_levels == 1:
-        scales = [s_min]
-        step = s_max - s_min
-    else:
-        step = (s_max - s_min) / (num_levels - 1)
-        scales = [s_min + step * k for k in range(num_levels)]
-    after_last = s_max + step if last_max is None else last_max
-    nexts = scales[1:] + [after_last]
-    return [image_size * s for s in scales], [image_size * s for s in nexts]
+    from .. import ops
 
-
-def caffe_sizes(
-    image_size: float, num_levels: int, min_ratio: int, max_ratio: int, first_ratios: tuple[float, float],
-) -> tuple[list[float], list[float]]:
-    """Min and max sizes (pixels) as Caffe SSD's model scripts compute them.
-
-    Levels 2..m follow the paper's rule in whole percent with the step floored to an integer
-    (``step = floor((max_ratio - min_ratio) / (m - 2))``); level 1 gets the explicit
-    ``first_ratios`` (min %, max %), e.g. (10, 20) for SSD300 VOC.
-    """
-    if num_levels < 3:
-        raise ValueError(f"caffe_sizes needs at least 3 levels, got {num_levels}")
-    step = int(math.floor((max_ratio - min_ratio) / (num_levels - 2)))
-    ratios = list(range(min_ratio, max_ratio + 1, step))[: num_levels - 1]
-    min_sizes = [image_size * first_ratios[0] / 100.0] + [image_size * r / 100.0 for r in ratios]
-    max_sizes = [image_size * first_ratios[1] / 100.0] + [image_size * (r + step) / 100.0 for r in ratios]
-    return min_sizes, max_sizes
+    return ops.ssd_sizes(image_size, num_levels, s_min, s_max, first_level_scale=None, rounding="paper")
 
 
 def config_from_scales(
@@ -215,23 +181,21 @@ def config_from_scales(
     s_min: float = 0.2,
     s_max: float = 0.9,
     steps: Sequence[float] | None = None,
-    first_level: tuple[float, float] | None = None,
+    first_level_scale: float | None = None,
+    rounding: Literal["caffe", "paper"] = "paper",
     clip: ClipMode = True,
 ) -> PriorConfig:
-    """A custom :class:`PriorConfig` with sizes from the paper's s_min/s_max rule.
+    """A custom :class:`PriorConfig` with sizes from the paper's s_min/s_max rule
+    (``ssd_ext.ops.ssd_sizes``).
 
-    ``first_level`` (a pair of scales) replaces the first level's (min, max), as the paper and
-    Caffe do for conv4_3 (e.g. ``(0.1, 0.2)``); the remaining levels then follow the rule.
+    ``first_level_scale`` gives the first level its own (min, max) = (first_level_scale, s_min)
+    as Caffe does for conv4_3 (e.g. 0.1 for SSD300 VOC); the rule then spans the other levels.
+    ``rounding="caffe"`` uses Caffe's whole-percent steps.
     """
-    levels = len(feature_map_sizes)
-    if first_level is None:
-        min_sizes, max_sizes = paper_sizes(image_size, levels, s_min, s_max)
-    else:
-        if levels < 2:
-            raise ValueError("first_level needs at least 2 feature map levels")
-        rest_min, rest_max = paper_sizes(image_size, levels - 1, s_min, s_max)
-        min_sizes = [image_size * first_level[0]] + rest_min
-        max_sizes = [image_size * first_level[1]] + rest_max
+    from .. import ops
+
+    min_sizes, max_sizes = ops.ssd_sizes(image_size, len(feature_map_sizes), s_min, s_max,
+                                         first_level_scale=first_level_scale, rounding=rounding)
     return PriorConfig(
         feature_map_sizes=tuple(feature_map_sizes), image_size=image_size, min_sizes=tuple(min_sizes),
         max_sizes=tuple(max_sizes), aspect_ratios=tuple(tuple(r) for r in aspect_ratios),
@@ -243,23 +207,23 @@ _RATIOS_300 = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
 _RATIOS_512 = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
 
 
-def _caffe_preset(image: int, fmaps, steps, ratios, min_ratio, max_ratio, first) -> PriorConfig:
-    min_sizes, max_sizes = caffe_sizes(image, len(fmaps), min_ratio, max_ratio, first)
-    return PriorConfig(fmaps, image, tuple(min_sizes), tuple(max_sizes), ratios, steps)
+def _caffe_preset(image: int, fmaps, steps, ratios, s_min: float, first: float) -> PriorConfig:
+    return config_from_scales(fmaps, image, ratios, s_min, 0.9, steps, first_level_scale=first,
+                              rounding="caffe")
 
 
+_FMAPS_300 = (38, 19, 10, 5, 3, 1)
+_STEPS_300 = (8, 16, 32, 64, 100, 300)
 # ssd.pytorch voc: min [30, 60, 111, 162, 213, 264], max [60, 111, 162, 213, 264, 315].
-SSD300_VOC = _caffe_preset(300, (38, 19, 10, 5, 3, 1), (8, 16, 32, 64, 100, 300), _RATIOS_300,
-                           20, 90, (10, 20))
+SSD300_VOC = _caffe_preset(300, _FMAPS_300, _STEPS_300, _RATIOS_300, 0.2, 0.1)
 # ssd.pytorch coco: min [21, 45, 99, 153, 207, 261], max [45, 99, 153, 207, 261, 315].
-SSD300_COCO = _caffe_preset(300, (38, 19, 10, 5, 3, 1), (8, 16, 32, 64, 100, 300), _RATIOS_300,
-                            15, 90, (7, 15))
+SSD300_COCO = _caffe_preset(300, _FMAPS_300, _STEPS_300, _RATIOS_300, 0.15, 0.07)
 _FMAPS_512 = (64, 32, 16, 8, 4, 2, 1)
 _STEPS_512 = (8, 16, 32, 64, 128, 256, 512)
 # Caffe ssd_pascal_512: min [35.84, 76.8, 153.6, 230.4, 307.2, 384, 460.8], max [76.8, ..., 537.6].
-SSD512_VOC = _caffe_preset(512, _FMAPS_512, _STEPS_512, _RATIOS_512, 15, 90, (7, 15))
+SSD512_VOC = _caffe_preset(512, _FMAPS_512, _STEPS_512, _RATIOS_512, 0.15, 0.07)
 # Caffe ssd_coco_512: min [20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8], max [51.2, ..., 542.72].
-SSD512_COCO = _caffe_preset(512, _FMAPS_512, _STEPS_512, _RATIOS_512, 10, 90, (4, 10))
+SSD512_COCO = _caffe_preset(512, _FMAPS_512, _STEPS_512, _RATIOS_512, 0.1, 0.04)
 
 _TORCHVISION_SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
 SSD300_TORCHVISION = PriorConfig(
