@@ -98,5 +98,47 @@ SSD_HOST_DEVICE void decode_box(
   out[3] = cy + T(0.5) * h;
 }
 
+// Product rounded on its own, never contracted into a fused multiply-add: nvcc contracts
+// a * b + c into fma() by default while the host compiler (x86-64 without -mfma) does not,
+// which would make CPU and CUDA IoUs differ in the last bit and flip NMS decisions at the
+// threshold.
+template <typename T>
+SSD_HOST_DEVICE T mul_rn(T a, T b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return __dmul_rn(a, b);
+  } else {
+    return __fmul_rn(a, b);
+  }
+#else
+  return a * b;
+#endif
+}
+
+// box_area and iou_with_areas with every product rounded on its own (mul_rn): the same
+// values as the reference's elementwise torch ops, bit for bit, on the CPU and on CUDA.
+// NMS decides with these so that CPU, CUDA and the reference keep identical indices.
+template <typename T>
+SSD_HOST_DEVICE T box_area_rn(T x1, T y1, T x2, T y2) {
+  return mul_rn(clamp_min_zero(x2 - x1), clamp_min_zero(y2 - y1));
+}
+
+template <typename T>
+SSD_HOST_DEVICE T iou_with_areas_rn(
+    T ax1, T ay1, T ax2, T ay2, T area_a,
+    T bx1, T by1, T bx2, T by2, T area_b) {
+  const T inter_w = clamp_min_zero(min_of(ax2, bx2) - max_of(ax1, bx1));
+  const T inter_h = clamp_min_zero(min_of(ay2, by2) - max_of(ay1, by1));
+  const T inter = mul_rn(inter_w, inter_h);
+  const T uni = (area_a + area_b) - inter;
+  return uni > T(0) ? inter / uni : T(0);
+}
+
+// Clamp to [0, 1] keeping NaN (like torch.clamp), for clipping decoded boxes.
+template <typename T>
+SSD_HOST_DEVICE T clamp_unit(T v) {
+  return min_of(max_of(v, T(0)), T(1));
+}
+
 }  // namespace box_math
 }  // namespace ssd_ext

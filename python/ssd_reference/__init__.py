@@ -2,6 +2,8 @@
 the benchmarks. Written for clarity, not speed; each function's docstring is its contract."""
 
 from .boxes import box_area, box_iou, decode, encode
+from .detect import detect
+from .nms import batched_nms, nms
 from .priors import prior_boxes
 
-__all__ = ["box_area", "box_iou", "decode", "encode", "prior_boxes"]
+__all__ = ["batched_nms", "box_area", "box_iou", "decode", "detect", "encode", "nms", "prior_boxes"]

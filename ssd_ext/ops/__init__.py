@@ -5,5 +5,7 @@ calls one dispatcher op, which runs the CPU or CUDA kernel of the tensors' devic
 """
 
 from .boxes import box_iou
+from .detect import detect, detect_padded
+from .nms import batched_nms, nms
 
-__all__ = ["box_iou"]
+__all__ = ["batched_nms", "box_iou", "detect", "detect_padded", "nms"]
