@@ -15,6 +15,7 @@ Returns int64 indices into the input, in the order kept (decreasing score).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,17 +50,19 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     scores = scores.cpu()
     idxs = idxs.cpu().to(torch.int64)
     order = score_order(scores)
+    # overlaps[r, s]: the box of rank r suppresses the box of rank s if it is kept first
+    # (O(N^2) memory: fine for a reference).
+    ranked = boxes[order]
+    ranked_classes = idxs[order]
+    overlaps = (box_iou(ranked, ranked) > iou_threshold) & (ranked_classes[:, None] == ranked_classes[None, :])
+    overlaps = overlaps.numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
     for rank in range(len(order)):
         if max_output is not None and len(kept) >= max_output:
             break
         if suppressed[rank]:
             continue
-        index = int(order[rank])
-        kept.append(index)
-        later = order[rank + 1:]
-        iou = box_iou(boxes[index:index + 1], boxes[later])[0]
-        same_class = idxs[later] == idxs[index]
-        suppressed[rank + 1:] |= (iou > iou_threshold) & same_class
+        kept.append(int(order[rank]))
+        suppressed |= overlaps[rank]  # earlier ranks are decided already; only later ones matter
     return torch.tensor(kept, dtype=torch.int64)
