@@ -54,8 +54,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     # (O(N^2) memory: fine for a reference).
     ranked = boxes[order]
     ranked_classes = idxs[order]
-    overlaps = (box_iou(ranked, ranked) > iou_threshold) & (ranked_classes[:, None] == ranked_classes[None, :])
-    overlaps = overlaps.numpy()
+    same_class = ranked_classes[:, None] == ranked_classes[None, :]
+    overlaps = ((box_iou(ranked, ranked) > iou_threshold) & same_class).numpy()
     suppressed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
     for rank in range(len(order)):
