@@ -180,5 +180,11 @@ SSD_HOST_DEVICE int64_t mining_quota(
   return wanted < num_negatives ? wanted : num_negatives;
 }
 
+// Clamp to [0, 1] keeping NaN (like torch.clamp), for clipping decoded boxes.
+template <typename T>
+SSD_HOST_DEVICE T clamp_unit(T v) {
+  return min_of(max_of(v, T(0)), T(1));
+}
+
 }  // namespace box_math
 }  // namespace ssd_ext

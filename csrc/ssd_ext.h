@@ -11,6 +11,8 @@
 
 #include <tuple>
 
+#include <tuple>
+
 namespace ssd_ext {
 
 namespace detail {
@@ -69,6 +71,39 @@ inline at::Tensor decode(const at::Tensor& loc, const at::Tensor& priors,
       detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::ArrayRef<double>)>(
           "ssd_ext::decode");
   return op.call(loc, priors, variances);
+}
+
+// Greedy NMS of [N, 4] xyxy boxes by [N] scores -> int64 kept indices by decreasing score
+// (ties: lower index); drop when IoU > iou_threshold; max_output -1 = no limit.
+inline at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                      int64_t max_output = -1) {
+  static const auto op = detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double,
+                                                    int64_t)>("ssd_ext::nms");
+  return op.call(boxes, scores, iou_threshold, max_output);
+}
+
+// NMS independently per value of the int64 [N] idxs; kept indices of all groups by score.
+inline at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores,
+                              const at::Tensor& idxs, double iou_threshold,
+                              int64_t max_output = -1) {
+  static const auto op = detail::find_op<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, double, int64_t)>(
+      "ssd_ext::batched_nms");
+  return op.call(boxes, scores, idxs, iou_threshold, max_output);
+}
+
+// Fused SSD post-processing: (boxes [B, D, 4], scores [B, D], labels [B, D], counts [B]),
+// D = max_detections, rows past counts[b] padded (zeros, label -1).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> detect(
+    const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& priors,
+    double score_threshold = 0.01, double iou_threshold = 0.45, int64_t candidates_per_class = 400,
+    int64_t max_detections = 200, double variance_center = 0.1, double variance_size = 0.2) {
+  using Result = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+  static const auto op = detail::find_op<Result(const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, double, double, int64_t,
+                                                int64_t, double, double)>("ssd_ext::detect");
+  return op.call(loc, conf_logits, priors, score_threshold, iou_threshold, candidates_per_class,
+                 max_detections, variance_center, variance_size);
 }
 
 }  // namespace ssd_ext

@@ -2,16 +2,21 @@
 the benchmarks. Written for clarity, not speed; each function's docstring is its contract."""
 
 from .boxes import box_area, box_iou, decode, encode
+from .detect import detect
 from .matching import hard_negative_mining, match, multibox_loss
+from .nms import batched_nms, nms
 from .priors import prior_boxes
 
 __all__ = [
+    "batched_nms",
     "box_area",
     "box_iou",
     "decode",
+    "detect",
     "encode",
     "hard_negative_mining",
     "match",
     "multibox_loss",
+    "nms",
     "prior_boxes",
 ]
