@@ -91,9 +91,22 @@ def test_torchvision_ssd300_detections_match(torchvision_pair):
                              candidates_per_class=400, max_detections=200)[0]
     got["boxes"] = got["boxes"] * 300
     assert got["boxes"].shape == expected["boxes"].shape
+    assert got["boxes"].shape[0] > 50
     torch.testing.assert_close(got["scores"], expected["scores"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=1e-4, atol=1e-3)
     assert torch.equal(got["labels"], expected["labels"])
+    # Exactly equal scores occur (identical inputs at padded borders); we order such ties by
+    # prior index, torchvision leaves them to topk. Compare with ties ordered by box instead.
+    got_boxes, expected_boxes = _order_ties(got), _order_ties(expected)
+    torch.testing.assert_close(got_boxes, expected_boxes, rtol=1e-4, atol=1e-3)
+
+
+def _order_ties(result: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Boxes sorted by (score desc, label, x1, y1): equal-score runs in a canonical order."""
+    boxes, scores, labels = result["boxes"], result["scores"], result["labels"]
+    order = torch.arange(boxes.shape[0])
+    for key in (boxes[:, 1], boxes[:, 0], labels.double(), -scores.double()):
+        order = order[torch.sort(key[order], stable=True).indices]
+    return boxes[order]
 
 
 def test_torchvision_key_map_round_trip(torchvision_pair):
