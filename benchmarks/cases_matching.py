@@ -10,26 +10,15 @@ import torch
 from benchmarks.harness import Case
 from ssd_ext import ops
 from ssd_ext.engine import MultiBoxLoss
+from ssd_ext.models import SSD300_VOC, SSD512_VOC
 
-_PRIOR_CONFIGS = {
-    "SSD300": dict(
-        feature_map_sizes=[38, 19, 10, 5, 3, 1], image_size=300,
-        min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
-        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-    ),
-    "SSD512": dict(
-        feature_map_sizes=[64, 32, 16, 8, 4, 2, 1], image_size=512,
-        min_sizes=[20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8],
-        max_sizes=[51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
-        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
-    ),
-}
+_PRESETS = {"SSD300": SSD300_VOC, "SSD512": SSD512_VOC}
 _PRIORS: dict[str, torch.Tensor] = {}
 
 
 def _priors(name: str, device: str) -> torch.Tensor:
     if name not in _PRIORS:
-        _PRIORS[name] = ref.prior_boxes(**_PRIOR_CONFIGS[name])
+        _PRIORS[name] = _PRESETS[name].build()
     return _PRIORS[name].to(device)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from benchmarks.harness import Case
 from ssd_ext import ops
+from ssd_ext.models import SSD300_VOC
 
 IOU_THRESHOLD = 0.45
 SCORE_THRESHOLD = 0.01
@@ -85,14 +86,7 @@ def _batched_nms_case(n: int, classes: int, quick: bool, with_reference: bool) -
 @functools.lru_cache(maxsize=1)
 def ssd300_priors() -> torch.Tensor:
     """The 8732 SSD300 priors (cxcywh, normalised)."""
-    return ref.prior_boxes(
-        feature_map_sizes=[38, 19, 10, 5, 3, 1],
-        image_size=300,
-        min_sizes=[30, 60, 111, 162, 213, 264],
-        max_sizes=[60, 111, 162, 213, 264, 315],
-        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-        steps=[8, 16, 32, 64, 100, 300],
-    )
+    return SSD300_VOC.build()
 
 
 def _head_outputs(batch: int, num_classes: int, device: str):

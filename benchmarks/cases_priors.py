@@ -9,19 +9,18 @@ import torch
 
 from benchmarks.harness import Case
 from ssd_ext import ops
+from ssd_ext.models import SSD300_VOC, SSD512_VOC, PriorConfig
 from ssd_ext.ops.priors import _normalise_prior_args
 
-SSD300 = dict(
-    feature_map_sizes=[38, 19, 10, 5, 3, 1], image_size=300,
-    min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
-    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]], steps=[8, 16, 32, 64, 100, 300],
-)
-SSD512 = dict(
-    feature_map_sizes=[64, 32, 16, 8, 4, 2, 1], image_size=512,
-    min_sizes=[35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8],
-    max_sizes=[76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6],
-    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]], steps=[8, 16, 32, 64, 128, 256, 512],
-)
+
+def _config_kwargs(preset: PriorConfig) -> dict:
+    """The preset's arguments of prior_boxes (its offset and clip are the defaults)."""
+    fields = ("feature_map_sizes", "image_size", "min_sizes", "max_sizes", "aspect_ratios", "steps")
+    return {name: getattr(preset, name) for name in fields}
+
+
+SSD300 = _config_kwargs(SSD300_VOC)
+SSD512 = _config_kwargs(SSD512_VOC)
 
 
 def _prior_boxes_case(name: str, config: dict) -> Case:
