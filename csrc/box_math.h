@@ -129,8 +129,10 @@ SSD_HOST_DEVICE void decode_box(
     T l_cx, T l_cy, T l_w, T l_h,
     T pcx, T pcy, T pw, T ph,
     T v_center, T v_size, T* out) {
-  const T cx = pcx + l_cx * v_center * pw;
-  const T cy = pcy + l_cy * v_center * ph;
+  // mul_no_fma: nvcc would fuse the add into an fma and round differently from the CPU and
+  // the reference; decoded boxes feed NMS decisions in detect.
+  const T cx = pcx + mul_no_fma(mul_no_fma(l_cx, v_center), pw);
+  const T cy = pcy + mul_no_fma(mul_no_fma(l_cy, v_center), ph);
   const T max_log = T(kDecodeLogScaleClamp);
   const T w = pw * exp_of(min_of(l_w * v_size, max_log));
   const T h = ph * exp_of(min_of(l_h * v_size, max_log));

@@ -603,3 +603,22 @@ def test_draw_boxes_writes_a_png(tmp_path):
     from ssd_ext.data import to_pil
 
     assert not np.array_equal(np.asarray(drawn), np.asarray(to_pil(image)))
+
+
+def test_draw_boxes_accepts_numpy_labels_and_scores():
+    image = Image.new("RGB", (32, 32))
+    drawn = draw_boxes(image, np.array([[2, 2, 20, 20], [5, 5, 30, 30]]), np.array([1, 2]),
+                       scores=np.array([0.9, 0.5]))
+    assert drawn.size == (32, 32)
+
+
+def test_targets_without_transform_do_not_alias_the_dataset(tmp_path):
+    make_voc(tmp_path, "2007", "trainval", {"000001": (40, 30, [("dog", (1, 1, 20, 10), False)])})
+    dataset = VOCDetection(tmp_path, [("2007", "trainval")])
+    _, target = dataset[0]
+    expected = target["boxes"].clone()
+    target["boxes"] /= 1000.0
+    target["labels"].zero_()
+    _, again = dataset[0]
+    assert torch.equal(again["boxes"], expected)
+    assert again["labels"].tolist() == [VOC_CLASSES.index("dog") + 1]

@@ -144,3 +144,27 @@ def test_priors_are_a_buffer():
     with pytest.raises(ValueError, match="num_classes"):
         MultiBoxLoss(small_priors(), 1)
 
+
+
+def test_float64_ground_truth_keeps_the_loss_in_the_prediction_dtype():
+    priors = small_priors()
+    loss = MultiBoxLoss(priors, num_classes=3)
+    loc = torch.zeros(1, priors.shape[0], 4)
+    conf = torch.zeros(1, priors.shape[0], 3)
+    targets = [{"boxes": torch.tensor([[0.1, 0.1, 0.6, 0.6]], dtype=torch.float64),
+                "labels": torch.tensor([1])}]
+    assert loss(loc, conf, targets)["loss"].dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"neg_pos_ratio": 2.5}, TypeError, "neg_pos_ratio must be an int"),
+        ({"min_negatives": -1}, ValueError, "min_negatives must be >= 0"),
+        ({"variances": (0.1,)}, ValueError, "variances must have two values"),
+        ({"iou_threshold": 1.5}, ValueError, r"iou_threshold must be in \[0, 1\]"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MultiBoxLoss(small_priors(), num_classes=3, **kwargs)

@@ -125,6 +125,9 @@ def test_prior_config_validation_and_lookup():
         PriorConfig((38, 19), 300, (30,), (60, 111), ((2,), (2,)))
     with pytest.raises(ValueError, match="clip"):
         PriorConfig((38,), 300, (30,), (60,), ((2,),), clip="xy")
+    # 1 == True, but an int would silently turn clipping off in build(): rejected.
+    with pytest.raises(ValueError, match="clip"):
+        PriorConfig((38,), 300, (30,), (60,), ((2,),), clip=1)
     with pytest.raises(ValueError, match="unknown prior preset"):
         get_preset("ssd1000")
     assert get_preset("SSD300_VOC") is SSD300_VOC

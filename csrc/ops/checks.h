@@ -8,9 +8,16 @@
 
 namespace ssd_ext {
 
+// The dtypes every kernel dispatches on (at::isFloatingType also admits float8/float4,
+// which no kernel handles).
+inline bool is_supported_float(at::ScalarType type) {
+  return type == at::kFloat || type == at::kDouble || type == at::kHalf ||
+         type == at::kBFloat16;
+}
+
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(
-      at::isFloatingType(t.scalar_type()), name,
+      is_supported_float(t.scalar_type()), name,
       " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
       t.scalar_type());
 }

@@ -127,7 +127,8 @@ at::Tensor prior_boxes(
       steps);
   const at::ScalarType out_dtype = dtype.value_or(at::kFloat);
   TORCH_CHECK_TYPE(
-      at::isFloatingType(out_dtype), "dtype must be a floating-point type, got ", out_dtype);
+      is_supported_float(out_dtype),
+      "dtype must be float16, bfloat16, float32 or float64, got ", out_dtype);
   const double image_h = image_size[0];
   const double image_w = image_size[1];
 

@@ -164,9 +164,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         index %= len(self)
         image, boxes, labels, difficult, image_id = self._load_raw_robust(index)
         orig_size = (image.height, image.width)
-        boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
-        labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1))
-        difficult_t = torch.as_tensor(np.asarray(difficult, dtype=bool).reshape(-1))
+        # torch.tensor copies: the records stay untouched by whatever callers do to targets.
+        boxes_t = torch.tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        labels_t = torch.tensor(np.asarray(labels, dtype=np.int64).reshape(-1))
+        difficult_t = torch.tensor(np.asarray(difficult, dtype=bool).reshape(-1))
         if self.transform is None:
             out_image: Any = image
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,10 @@ def to_pil(image: Image.Image | torch.Tensor | np.ndarray, mean: Sequence[float]
     return Image.fromarray(array)
 
 
+def _to_cpu(values: Any) -> Any:
+    return values.detach().cpu() if isinstance(values, torch.Tensor) else values
+
+
 def draw_boxes(image: Image.Image | torch.Tensor | np.ndarray, boxes: torch.Tensor | np.ndarray,
                labels: Sequence[int] | torch.Tensor | None = None,
                scores: Sequence[float] | torch.Tensor | None = None,
@@ -48,8 +53,8 @@ def draw_boxes(image: Image.Image | torch.Tensor | np.ndarray, boxes: torch.Tens
     boxes_np = np.asarray(torch.as_tensor(boxes).detach().cpu(), dtype=np.float64).reshape(-1, 4)
     if normalized:
         boxes_np = boxes_np * np.array([canvas.width, canvas.height, canvas.width, canvas.height])
-    labels_list = [int(v) for v in (labels.tolist() if isinstance(labels, torch.Tensor) else labels or [])]
-    scores_list = [float(v) for v in (scores.tolist() if isinstance(scores, torch.Tensor) else scores or [])]
+    labels_list = [] if labels is None else [int(v) for v in np.asarray(_to_cpu(labels)).reshape(-1)]
+    scores_list = [] if scores is None else [float(v) for v in np.asarray(_to_cpu(scores)).reshape(-1)]
     for k, (x1, y1, x2, y2) in enumerate(boxes_np):
         label = labels_list[k] if k < len(labels_list) else None
         colour = _PALETTE[(label or 0) % len(_PALETTE)]

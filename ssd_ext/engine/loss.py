@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import _checks
 
 __all__ = ["MultiBoxLoss"]
 
@@ -53,10 +54,10 @@ class MultiBoxLoss(nn.Module):
             )
         self.register_buffer("priors", priors.detach().clone())
         self.num_classes = num_classes
-        self.iou_threshold = float(iou_threshold)
-        self.neg_pos_ratio = int(neg_pos_ratio)
-        self.min_negatives = int(min_negatives)
-        self.variances = (float(variances[0]), float(variances[1]))
+        self.iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
+        self.neg_pos_ratio = _checks.count_value(neg_pos_ratio, "neg_pos_ratio")
+        self.min_negatives = _checks.count_value(min_negatives, "min_negatives")
+        self.variances = _checks.variance_pair(variances)
 
     def forward(
         self, loc: Tensor, conf_logits: Tensor, targets: Sequence[dict[str, Tensor]]
@@ -91,7 +92,7 @@ class MultiBoxLoss(nn.Module):
             loc = loc.to(math_dtype)
             conf_logits = conf_logits.to(math_dtype)
             priors = self.priors.to(device=loc.device, dtype=math_dtype)
-            gt_boxes = [target["boxes"].to(device=loc.device) for target in targets]
+            gt_boxes = [target["boxes"].to(device=loc.device, dtype=math_dtype) for target in targets]
             gt_labels = [target["labels"].to(device=loc.device) for target in targets]
             loc_targets, labels = ops.match(
                 gt_boxes, gt_labels, priors, self.iou_threshold, self.variances,

@@ -110,7 +110,9 @@ class PriorConfig:
                 raise ValueError(
                     f"PriorConfig.{name} has {len(values)} entries but there are {levels} feature maps"
                 )
-        if self.clip not in (True, False, "wh"):
+        # isinstance, not `in (True, False, "wh")`: 1 == True would slip through and then
+        # fail the `clip is True` test in build(), silently turning clipping off.
+        if not (isinstance(self.clip, bool) or self.clip == "wh"):
             raise ValueError(f"PriorConfig.clip must be True, False or 'wh', got {self.clip!r}")
         # Normalise nested lists to tuples so configs are hashable and compare by value.
         object.__setattr__(self, "feature_map_sizes", tuple(

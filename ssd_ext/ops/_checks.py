@@ -3,6 +3,8 @@ argument and what was seen, before anything reaches the C++ kernels."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -15,11 +17,19 @@ def require_tensor(value: object, name: str) -> Tensor:
     return value
 
 
+SUPPORTED_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def as_float_tensor(value: object, name: str) -> Tensor:
-    """A floating tensor: integer tensors become float32, bool/complex are rejected."""
+    """A float16/bfloat16/float32/float64 tensor: integer tensors become float32; bool,
+    complex and the float8/float4 formats are rejected."""
     tensor = require_tensor(value, name)
-    if tensor.dtype.is_floating_point:
+    if tensor.dtype in SUPPORTED_FLOAT_DTYPES:
         return tensor
+    if tensor.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {tensor.dtype}"
+        )
     if tensor.dtype.is_complex or tensor.dtype == torch.bool:
         raise TypeError(f"{name} must be a real floating-point tensor, got {tensor.dtype}")
     return tensor.to(torch.float32)
@@ -68,3 +78,32 @@ def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[
     if not all(v > 0 and v != float("inf") for v in values):
         raise ValueError(f"{name} must be positive and finite, got {variances!r}")
     return values  # type: ignore[return-value]
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def threshold_value(value: object, name: str) -> float:
+    """A real number in [0, 1] (bool and NaN rejected; numpy scalars accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def count_value(value: object, name: str, allow_none: bool = False) -> int:
+    """A non-negative int that fits the ops' int64 (None -> -1, the ops' 'no limit', when
+    allowed; numpy integers accepted)."""
+    if value is None and allow_none:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "an int >= 0 or None" if allow_none else "an int >= 0"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if value > _INT64_MAX:
+        raise ValueError(f"{name} must be < 2**63, got {value}")
+    return value

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from .nms import count_value, threshold_value
 
 __all__ = ["detect", "detect_padded"]
 
@@ -55,10 +54,10 @@ def detect_padded(
             f"priors must have P = {num_priors} rows (from loc), got shape {tuple(priors.shape)}"
         )
     _checks.same_device(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
-    score_threshold = threshold_value(score_threshold, "score_threshold")
-    iou_threshold = threshold_value(iou_threshold, "iou_threshold")
-    candidates_per_class = count_value(candidates_per_class, "candidates_per_class")
-    max_detections = count_value(max_detections, "max_detections")
+    score_threshold = _checks.threshold_value(score_threshold, "score_threshold")
+    iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
+    candidates_per_class = _checks.count_value(candidates_per_class, "candidates_per_class")
+    max_detections = _checks.count_value(max_detections, "max_detections")
     variance_center, variance_size = _checks.variance_pair(variances)
     loc, conf_logits, priors = _checks.promote_floats(loc, conf_logits, priors)
     return torch.ops.ssd_ext.detect.default(

@@ -102,8 +102,9 @@ def match(
         raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}")
-    if not 0.0 < float(iou_threshold) <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
+    if iou_threshold == 0.0:
+        raise ValueError("iou_threshold must be in (0, 1], got 0.0 (every prior would be positive)")
     v_center, v_size = _checks.variance_pair(variances)
     priors = _checks.box_tensor(priors, "priors", ndim=2)
     device = priors.device
@@ -200,11 +201,8 @@ def hard_negative_mining(
             f"labels must have the shape of conf_loss {tuple(conf_loss.shape)}, got {tuple(labels.shape)}"
         )
     _checks.same_device(("conf_loss", conf_loss), ("labels", labels))
-    for name, value in (("neg_pos_ratio", neg_pos_ratio), ("min_negatives", min_negatives)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    neg_pos_ratio = _checks.count_value(neg_pos_ratio, "neg_pos_ratio")
+    min_negatives = _checks.count_value(min_negatives, "min_negatives")
     return torch.ops.ssd_ext.hard_negative_mining.default(
         conf_loss, labels.to(torch.int64), neg_pos_ratio, min_negatives
     )

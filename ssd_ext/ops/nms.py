@@ -12,36 +12,12 @@ CPU, CUDA and ``ssd_reference`` return identical indices.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from . import _checks
 
 __all__ = ["batched_nms", "nms"]
-
-
-def threshold_value(value: object, name: str) -> float:
-    """A real number in [0, 1] (bool and NaN rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
-def count_value(value: object, name: str, allow_none: bool = False) -> int:
-    """A non-negative int (None -> -1, the ops' 'no limit', when allowed)."""
-    if value is None and allow_none:
-        return -1
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "an int >= 0 or None" if allow_none else "an int >= 0"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 def _boxes_and_scores(boxes: object, scores: object) -> tuple[Tensor, Tensor]:
@@ -70,8 +46,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int | N
         int64 ``[K]`` indices of the kept boxes, by decreasing score (ties: lower index).
     """
     boxes, scores = _boxes_and_scores(boxes, scores)
-    iou_threshold = threshold_value(iou_threshold, "iou_threshold")
-    limit = count_value(max_output, "max_output", allow_none=True)
+    iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
+    limit = _checks.count_value(max_output, "max_output", allow_none=True)
     return torch.ops.ssd_ext.nms.default(boxes, scores, iou_threshold, limit)
 
 
@@ -102,8 +78,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
             f"got shape {tuple(idxs.shape)}"
         )
     _checks.same_device(("boxes", boxes), ("idxs", idxs))
-    iou_threshold = threshold_value(iou_threshold, "iou_threshold")
-    limit = count_value(max_output, "max_output", allow_none=True)
+    iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
+    limit = _checks.count_value(max_output, "max_output", allow_none=True)
     return torch.ops.ssd_ext.batched_nms.default(boxes, scores, idxs.to(torch.int64), iou_threshold, limit)
 
 

@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from . import _checks
+
 __all__ = ["prior_boxes", "ssd_sizes"]
 
 # Priors depend only on their arguments, and a model asks for the same ones on every forward.
@@ -185,8 +187,8 @@ def _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes, a
         raise ValueError(f"offset must be in [0, 1], got {offset!r}")
     if not isinstance(clip, bool):
         raise TypeError(f"clip must be a bool, got {clip!r}")
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    if dtype is not None and dtype not in _checks.SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float16, bfloat16, float32, float64 or None, got {dtype!r}")
     return (tuple(fmaps), image, mins, maxes, tuple(ratios), tuple(ratio_counts),
             tuple(flat_steps), offset, clip, dtype or torch.float32)
 

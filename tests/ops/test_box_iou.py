@@ -110,6 +110,15 @@ def test_bad_input(boxes1, boxes2, error, match):
         ops.box_iou(boxes1, boxes2)
 
 
+def test_float8_is_a_clear_type_error():
+    boxes = torch.zeros(2, 4).to(torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match="boxes1 must be float16, bfloat16, float32 or float64"):
+        ops.box_iou(boxes, torch.zeros(2, 4))
+    # The kernels' own check (not only at::isFloatingType, which admits float8).
+    with pytest.raises(TypeError, match="boxes1 must be a floating-point tensor"):
+        torch.ops.ssd_ext.box_iou(boxes, boxes)
+
+
 def test_kernel_checks_reach_python_as_value_errors():
     # Calling the dispatcher op directly skips the wrapper: the C++ checks still name the argument.
     with pytest.raises(ValueError, match="boxes1 must have 2 dimensions"):

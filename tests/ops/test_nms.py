@@ -244,6 +244,8 @@ def test_non_contiguous_and_integer_inputs(device):
         (lambda: ops.nms(torch.zeros(3, 4), torch.zeros(3), "0.5"), TypeError, "iou_threshold"),
         (lambda: ops.nms(torch.zeros(3, 4), torch.zeros(3), 0.5, -1), ValueError, "max_output must be >= 0"),
         (lambda: ops.nms(torch.zeros(3, 4), torch.zeros(3), 0.5, 2.0), TypeError, "max_output"),
+        (lambda: ops.nms(torch.zeros(3, 4), torch.zeros(3), 0.5, 2**70), ValueError,
+         r"max_output must be < 2\*\*63"),
         (lambda: ops.nms(torch.zeros(3, 4), torch.zeros(3, device="meta"), 0.5), ValueError, "same device"),
         (lambda: ops.batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5), TypeError,
          "idxs must be an integer tensor"),

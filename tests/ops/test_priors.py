@@ -260,8 +260,10 @@ def test_bad_input(config, error, match):
 
 
 def test_bad_dtype_and_device():
-    with pytest.raises(TypeError, match="dtype must be a floating"):
+    with pytest.raises(TypeError, match="dtype must be float16, bfloat16, float32, float64"):
         ops.prior_boxes(**SSD300, dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype must be float16, bfloat16, float32, float64"):
+        ops.prior_boxes(**SSD300, dtype=torch.float8_e4m3fn)
     with pytest.raises(TypeError, match="device must be"):
         ops.prior_boxes(**SSD300, device=3.0)
 
