@@ -281,7 +281,7 @@ def test_kernel_checks_reach_python_as_value_errors():
         op([2, 2], [300.0, 300.0], [30.0], [], [], [0], [], 2.0)
     with pytest.raises(ValueError, match=r"feature_map_sizes\[0\] must be positive"):
         op([0, 2], [300.0, 300.0], [30.0], [], [], [0], [])
-    with pytest.raises(TypeError, match="dtype must be a floating"):
+    with pytest.raises(TypeError, match="dtype must be float16, bfloat16, float32 or float64"):
         op([2, 2], [300.0, 300.0], [30.0], [], [], [0], [], dtype=torch.int32)
     out = torch.empty(3, 4)
     with pytest.raises(ValueError, match=r"out must have shape \[4, 4\]"):
