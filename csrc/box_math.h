@@ -107,39 +107,72 @@ SSD_HOST_DEVICE T exp_of(T v) {
 
 // SSD regression target of an xyxy box against a cxcywh prior:
 // ((cx - pcx) / (v0 * pw), (cy - pcy) / (v0 * ph), log(w / pw) / v1, log(h / ph) / v1).
+// Split in two steps so that a CPU kernel can run the logs of many boxes through a
+// vectorised log between them: step 1 gives the centre offsets and the size ratios
+// (w / pw, h / ph); step 2 turns one ratio's log into its target.
 template <typename T>
-SSD_HOST_DEVICE void encode_box(
+SSD_HOST_DEVICE void encode_box_offsets_and_ratios(
     T x1, T y1, T x2, T y2,
     T pcx, T pcy, T pw, T ph,
-    T v_center, T v_size, T* out) {
+    T v_center, T* out) {
   const T w = x2 - x1;
   const T h = y2 - y1;
   const T cx = x1 + T(0.5) * w;
   const T cy = y1 + T(0.5) * h;
   out[0] = (cx - pcx) / (v_center * pw);
   out[1] = (cy - pcy) / (v_center * ph);
-  out[2] = log_of(w / pw) / v_size;
-  out[3] = log_of(h / ph) / v_size;
+  out[2] = w / pw;
+  out[3] = h / ph;
 }
 
-// Inverse of encode_box, returning xyxy. The scaled log-size offsets are clamped from above
-// at kDecodeLogScaleClamp before exp().
+template <typename T>
+SSD_HOST_DEVICE T encode_size_target(T log_ratio, T v_size) {
+  return log_ratio / v_size;
+}
+
+template <typename T>
+SSD_HOST_DEVICE void encode_box(
+    T x1, T y1, T x2, T y2,
+    T pcx, T pcy, T pw, T ph,
+    T v_center, T v_size, T* out) {
+  encode_box_offsets_and_ratios(x1, y1, x2, y2, pcx, pcy, pw, ph, v_center, out);
+  out[2] = encode_size_target(log_of(out[2]), v_size);
+  out[3] = encode_size_target(log_of(out[3]), v_size);
+}
+
+// Inverse of encode_box, returning xyxy, in the same two steps around the exp: step 1 is
+// the scaled log-size offset, clamped from above at kDecodeLogScaleClamp (NaN kept); step 2
+// builds the box from the centre offsets and the size scales exp(step 1).
+template <typename T>
+SSD_HOST_DEVICE T decode_log_scale(T l_size, T v_size) {
+  return min_of(l_size * v_size, T(kDecodeLogScaleClamp));
+}
+
+template <typename T>
+SSD_HOST_DEVICE void decode_box_with_scales(
+    T l_cx, T l_cy, T scale_w, T scale_h,
+    T pcx, T pcy, T pw, T ph,
+    T v_center, T* out) {
+  // mul_no_fma: nvcc would fuse the add into an fma and round differently from the CPU and
+  // the reference; decoded boxes feed NMS decisions in detect.
+  const T cx = pcx + mul_no_fma(mul_no_fma(l_cx, v_center), pw);
+  const T cy = pcy + mul_no_fma(mul_no_fma(l_cy, v_center), ph);
+  const T w = pw * scale_w;
+  const T h = ph * scale_h;
+  out[0] = cx - T(0.5) * w;
+  out[1] = cy - T(0.5) * h;
+  out[2] = cx + T(0.5) * w;
+  out[3] = cy + T(0.5) * h;
+}
+
 template <typename T>
 SSD_HOST_DEVICE void decode_box(
     T l_cx, T l_cy, T l_w, T l_h,
     T pcx, T pcy, T pw, T ph,
     T v_center, T v_size, T* out) {
-  // mul_no_fma: nvcc would fuse the add into an fma and round differently from the CPU and
-  // the reference; decoded boxes feed NMS decisions in detect.
-  const T cx = pcx + mul_no_fma(mul_no_fma(l_cx, v_center), pw);
-  const T cy = pcy + mul_no_fma(mul_no_fma(l_cy, v_center), ph);
-  const T max_log = T(kDecodeLogScaleClamp);
-  const T w = pw * exp_of(min_of(l_w * v_size, max_log));
-  const T h = ph * exp_of(min_of(l_h * v_size, max_log));
-  out[0] = cx - T(0.5) * w;
-  out[1] = cy - T(0.5) * h;
-  out[2] = cx + T(0.5) * w;
-  out[3] = cy + T(0.5) * h;
+  decode_box_with_scales(
+      l_cx, l_cy, exp_of(decode_log_scale(l_w, v_size)), exp_of(decode_log_scale(l_h, v_size)),
+      pcx, pcy, pw, ph, v_center, out);
 }
 
 // Order-preserving unsigned key of a loss value for top-k selection (hard negative mining):

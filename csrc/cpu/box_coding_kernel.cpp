@@ -2,6 +2,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/log.h>
 #include <torch/library.h>
 
 #include "../box_math.h"
@@ -12,7 +14,12 @@ namespace {
 
 enum class Direction { kEncode, kDecode };
 
+constexpr int64_t kGrain = 4096;
+
 // Row n of `in` pairs with row n % num_priors of `priors`: the priors are never expanded.
+// The transcendental of each size term (log for encode, exp for decode) runs between two
+// passes as one at::log_ / at::exp_ over a contiguous [rows, 2] buffer: ATen's SIMD versions
+// (the same the reference calls) instead of scalar libm calls, which were the op's whole cost.
 template <typename scalar_t, Direction direction>
 void box_coding_cpu_impl(
     const scalar_t* in, const scalar_t* priors, int64_t rows, int64_t num_priors,
@@ -20,24 +27,57 @@ void box_coding_cpu_impl(
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t v_center = static_cast<acc_t>(v_center_d);
   const acc_t v_size = static_cast<acc_t>(v_size_d);
-  at::parallel_for(0, rows, 4096, [&](int64_t begin, int64_t end) {
+  at::Tensor size_terms_tensor =
+      at::empty({rows, 2}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* size_terms = size_terms_tensor.mutable_data_ptr<acc_t>();
+
+  // Pass 1: encode's centre offsets (kept in `out`) and size ratios, or decode's clamped
+  // log-size offsets.
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
     int64_t prior = begin % num_priors;
-    for (int64_t n = begin; n < end; ++n) {
+    for (int64_t n = begin; n < end; ++n, prior = prior + 1 == num_priors ? 0 : prior + 1) {
       const scalar_t* a = in + 4 * n;
       const scalar_t* p = priors + 4 * prior;
-      acc_t result[4];
       if constexpr (direction == Direction::kEncode) {
-        box_math::encode_box<acc_t>(
-            a[0], a[1], a[2], a[3], p[0], p[1], p[2], p[3], v_center, v_size, result);
+        acc_t result[4];
+        box_math::encode_box_offsets_and_ratios<acc_t>(
+            a[0], a[1], a[2], a[3], p[0], p[1], p[2], p[3], v_center, result);
+        out[4 * n] = static_cast<scalar_t>(result[0]);
+        out[4 * n + 1] = static_cast<scalar_t>(result[1]);
+        size_terms[2 * n] = result[2];
+        size_terms[2 * n + 1] = result[3];
       } else {
-        box_math::decode_box<acc_t>(
-            a[0], a[1], a[2], a[3], p[0], p[1], p[2], p[3], v_center, v_size, result);
+        size_terms[2 * n] = box_math::decode_log_scale<acc_t>(a[2], v_size);
+        size_terms[2 * n + 1] = box_math::decode_log_scale<acc_t>(a[3], v_size);
       }
-      for (int c = 0; c < 4; ++c) {
-        out[4 * n + c] = static_cast<scalar_t>(result[c]);
-      }
-      if (++prior == num_priors) {
-        prior = 0;
+    }
+  });
+
+  if constexpr (direction == Direction::kEncode) {
+    at::log_(size_terms_tensor);
+  } else {
+    at::exp_(size_terms_tensor);
+  }
+
+  // Pass 2: encode's size targets, or decode's whole box.
+  at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    int64_t prior = begin % num_priors;
+    for (int64_t n = begin; n < end; ++n, prior = prior + 1 == num_priors ? 0 : prior + 1) {
+      if constexpr (direction == Direction::kEncode) {
+        out[4 * n + 2] =
+            static_cast<scalar_t>(box_math::encode_size_target(size_terms[2 * n], v_size));
+        out[4 * n + 3] =
+            static_cast<scalar_t>(box_math::encode_size_target(size_terms[2 * n + 1], v_size));
+      } else {
+        const scalar_t* a = in + 4 * n;
+        const scalar_t* p = priors + 4 * prior;
+        acc_t result[4];
+        box_math::decode_box_with_scales<acc_t>(
+            a[0], a[1], size_terms[2 * n], size_terms[2 * n + 1], p[0], p[1], p[2], p[3],
+            v_center, result);
+        for (int c = 0; c < 4; ++c) {
+          out[4 * n + c] = static_cast<scalar_t>(result[c]);
+        }
       }
     }
   });
