@@ -20,12 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .boxes import decode
+from .boxes import _math_dtype, decode
 from .nms import nms
-
-
-def _math_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def detect(

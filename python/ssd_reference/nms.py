@@ -19,11 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .boxes import box_iou
-
-
-def _math_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .boxes import _math_dtype, box_iou
 
 
 def score_order(scores: Tensor) -> Tensor:
