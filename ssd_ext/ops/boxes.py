@@ -58,7 +58,9 @@ def _coding_operands(boxes: Tensor, priors: Tensor, boxes_name: str) -> tuple[Te
     trimmed = priors
     while trimmed.dim() > 1 and trimmed.shape[0] == 1:
         trimmed = trimmed[0]
-    if _is_suffix(trimmed.shape, boxes.shape):
+    # Priors with more dimensions than the boxes (e.g. [1, P, 4] against [P, 4]) take the
+    # general path below, so that the output keeps the full broadcast shape.
+    if priors.dim() <= boxes.dim() and _is_suffix(trimmed.shape, boxes.shape):
         return boxes, trimmed
     try:
         shape = torch.broadcast_shapes(boxes.shape, priors.shape)

@@ -120,6 +120,8 @@ def test_nan_propagates_and_infinities(device):
         ((4,), (7, 4), (7, 4)),
         ((2, 7, 4), (4,), (2, 7, 4)),
         ((7, 4), (2, 1, 4), (2, 7, 4)),
+        ((7, 4), (1, 7, 4), (1, 7, 4)),  # priors with more dimensions: the full broadcast shape
+        ((2, 7, 4), (1, 1, 7, 4), (1, 2, 7, 4)),
     ],
 )
 def test_broadcasting(device, boxes_shape, priors_shape, out_shape):
