@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .. import ops
+
 __all__ = [
     "PriorConfig",
     "PRESETS",
@@ -40,27 +42,6 @@ __all__ = [
 ]
 
 ClipMode = bool | Literal["wh"]
-
-
-def _prior_boxes(
-    feature_map_sizes: Sequence[int | tuple[int, int]],
-    image_size: int | tuple[int, int],
-    min_sizes: Sequence[float],
-    max_sizes: Sequence[float | None] | None,
-    aspect_ratios: Sequence[Sequence[float]],
-    steps: Sequence[float | tuple[float, float]] | None,
-    offset: float,
-    clip: bool,
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-) -> Tensor:
-    # The one place the models call the prior generator (the ssd_ext.prior_boxes op).
-    from .. import ops
-
-    return ops.prior_boxes(
-        feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios, steps, offset, clip,
-        device=device, dtype=dtype,
-    )
 
 
 def _as_pair(value: int | float | Sequence[int | float]) -> tuple:
@@ -153,7 +134,7 @@ class PriorConfig:
 
     def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """``[num_priors, 4]`` cxcywh priors, normalised to [0, 1]."""
-        priors = _prior_boxes(
+        priors = ops.prior_boxes(
             self.feature_map_sizes, self.image_size, self.min_sizes, self.max_sizes,
             self.aspect_ratios, self.steps, self.offset, self.clip is True,
             device=device, dtype=dtype,
