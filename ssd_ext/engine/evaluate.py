@@ -371,17 +371,25 @@ def _coco_eval_class():
     so an ``ignore`` key in the json has no effect; this subclass sets it again afterwards. An
     ignored box is matched like any other (same IoU, one detection at most), and the detection
     it takes is neither a true nor a false positive; unlike ``iscrowd=1`` it does not absorb
-    any number of detections nor use intersection over the detection's area.
+    any number of detections nor use intersection over the detection's area. ``progress``, when
+    set to a tqdm bar, ticks once per (class, area range, image) evaluation, the slow part.
     """
     from pycocotools.cocoeval import COCOeval
 
     class DifficultAwareCOCOeval(COCOeval):
+        progress: Any = None
+
         def _prepare(self) -> None:
             super()._prepare()
             for gts in self._gts.values():
                 for gt in gts:
                     if gt.get("difficult"):
                         gt["ignore"] = 1
+
+        def evaluateImg(self, imgId, catId, aRng, maxDet):  # COCOeval's names
+            if self.progress is not None:
+                self.progress.update(1)
+            return super().evaluateImg(imgId, catId, aRng, maxDet)
 
     return DifficultAwareCOCOeval
 
@@ -406,7 +414,7 @@ def _nan_if_negative(value: float) -> float:
 
 
 def _coco_metrics(base: Any, order: list[int], truth: dict[int, _ImageTruth],
-                  detections: dict[int, _Detections], labels: list[int]
+                  detections: dict[int, _Detections], labels: list[int], progress: bool = False
                   ) -> tuple[dict[str, float], dict[int, dict[str, float]], dict[int, _Curve]]:
     """COCOeval's summary, per-label ``{"AP", "AP50"}`` and per-label PR curves at IoU .5."""
     from ..data.coco import COCODetection
@@ -448,7 +456,12 @@ def _coco_metrics(base: Any, order: list[int], truth: dict[int, _ImageTruth],
                           "annotations": results})
     coco_eval = _coco_eval_class()(gt, dt, iouType="bbox")
     coco_eval.params.imgIds = list(image_ids)
-    with contextlib.redirect_stdout(io.StringIO()):
+    from tqdm.auto import tqdm
+
+    total = len(coco_eval.params.catIds) * len(coco_eval.params.areaRng) * len(set(image_ids))
+    with tqdm(total=total, desc="COCOeval", disable=not progress, leave=False, dynamic_ncols=True) as bar, \
+            contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.progress = bar
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -617,7 +630,8 @@ def evaluate_predictions(predictions: Sequence[Prediction], dataset: Any, *,
             warnings.warn(note, RuntimeWarning, stacklevel=2)
             result.notes.append(note)
         else:
-            coco, coco_per_label, coco_curves = _coco_metrics(base, order, truth, detections, labels)
+            coco, coco_per_label, coco_curves = _coco_metrics(base, order, truth, detections, labels,
+                                                                   progress)
             result.metrics.update(coco)
             for label, values in coco_per_label.items():
                 per_class[names[label]].update(values)
