@@ -622,6 +622,11 @@ def evaluate_predictions(predictions: Sequence[Prediction], dataset: Any, *,
     result = EvalResult(metrics={}, per_class=per_class, num_gt=num_gt, num_images=len(order),
                         num_detections=sum(len(d.scores) for d in detections.values()))
 
+    if getattr(base, "keep_difficult", None) is False:
+        note = ("the dataset was built with keep_difficult=False: detections of difficult objects count as "
+                "false positives (build evaluation sets with keep_difficult=True)")
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+        result.notes.append(note)
     if "coco" in families:
         try:
             import pycocotools  # noqa: F401

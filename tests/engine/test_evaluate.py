@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, DistributedSampler, Subset
 
-from ssd_ext.data import COCODetection, SyntheticShapes, eval_transform, make_loader, write_coco
+from ssd_ext.data import (
+    COCODetection,
+    SyntheticShapes,
+    VOCDetection,
+    eval_transform,
+    make_loader,
+    write_coco,
+    write_voc,
+)
 from ssd_ext.data.base import DetectionDataset, Record
 from ssd_ext.engine.evaluate import EvalResult, evaluate, evaluate_predictions, predict, voc_ap
 from ssd_ext.models import ssd_small
@@ -388,3 +397,19 @@ def test_evaluate_end_to_end_table_plot_json(tmp_path):
     assert (tmp_path / "curves" / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = json.dumps(result.to_json(), allow_nan=False)
     assert json.loads(text)["num_images"] == 3
+
+
+def test_voc_dataset_without_difficult_objects_is_flagged(tmp_path):
+    shapes = SyntheticShapes(num_images=1, image_size=32, seed=0)
+    write_voc(shapes, tmp_path, image_format="png")
+    _, boxes, labels, _, _ = shapes.load_raw(0)
+    rows = [(*box, 0.9, label) for box, label in zip(boxes, labels, strict=True)]
+    for keep, flagged in ((False, True), (True, False)):
+        data = VOCDetection(tmp_path, [("2007", "trainval")], keep_difficult=keep,
+                            class_names=shapes.class_names[1:])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = evaluate_predictions([pred(0, rows)], data, metrics=("voc",))
+        assert result.metrics["mAP_voc"] == 1.0
+        assert any("keep_difficult=False" in str(w.message) for w in caught) == flagged
+        assert any("keep_difficult" in note for note in result.notes) == flagged
