@@ -165,3 +165,12 @@ def test_expand_and_read_image_helpers(tmp_path):
     assert image.mode == "RGB" and image.size == (6, 5)
     files, failures = expand_image_paths(tmp_path)
     assert files == [str(tmp_path / "grey.png")] and failures == []
+
+
+def test_detect_to_files_never_overwrites_an_input(tmp_path):
+    model, _ = fixed_head_model()
+    Image.fromarray(noise(20, 30)).save(tmp_path / "x.png")
+    before = (tmp_path / "x.png").read_bytes()
+    results = detect_to_files(tmp_path, Detector(model, NAMES, 160), tmp_path)
+    assert results[0]["output"] == str(tmp_path / "x_2.png")
+    assert (tmp_path / "x.png").read_bytes() == before and (tmp_path / "detections.json").is_file()
