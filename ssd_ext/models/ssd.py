@@ -107,15 +107,34 @@ class SSD(nn.Module):
 
     @torch.no_grad()
     def detect(self, images: Tensor, score_threshold: float = 0.01, iou_threshold: float = 0.45,
-               candidates_per_class: int = 400, max_detections: int = 200) -> list[dict[str, Tensor]]:
+               candidates_per_class: int = 400, max_detections: int = 200,
+               image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         """Run the model and post-process (softmax, decode, per-class NMS, top-k).
 
         Returns one dict per image: ``boxes [K, 4]`` xyxy in input pixel coordinates
         (x in [0, W], y in [0, H]), ``scores [K]``, ``labels [K]`` int64 (1..C-1), sorted by
-        decreasing score. Runs in eval mode and restores the previous mode.
+        decreasing score. With ``image_sizes`` (one ``(H, W)`` per image: the sizes of the
+        original pictures that were resized to the input), the boxes are in those pictures'
+        pixels instead (x in [0, W_i], y in [0, H_i]). Runs in eval mode and restores the
+        previous mode.
         """
         from .. import ops
 
+        scales = None
+        if image_sizes is not None:  # checked before the forward pass, whose cost it would waste
+            sizes = list(image_sizes)
+            if len(sizes) != images.shape[0]:
+                raise ValueError(f"image_sizes must give one (H, W) per image ({images.shape[0]}), "
+                                 f"got {len(sizes)}")
+            scales = []
+            for size in sizes:
+                try:
+                    pair = [float(v) for v in size]
+                except (TypeError, ValueError):
+                    pair = []
+                if len(pair) != 2 or not all(0 < v < float("inf") for v in pair):
+                    raise ValueError(f"image_sizes entries must be positive (H, W) pairs, got {size!r}")
+                scales.append((pair[1], pair[0]))
         was_training = self.training
         self.eval()
         try:
@@ -127,10 +146,14 @@ class SSD(nn.Module):
             iou_threshold=iou_threshold, candidates_per_class=candidates_per_class,
             max_detections=max_detections, variances=self.variances,
         )
-        height, width = images.shape[-2:]
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=loc.device)
-        return [{"boxes": r["boxes"] * scale.to(r["boxes"].dtype), "scores": r["scores"],
-                 "labels": r["labels"]} for r in results]
+        if scales is None:
+            height, width = images.shape[-2:]
+            scales = [(float(width), float(height))] * len(results)
+        detections = []
+        for r, (width, height) in zip(results, scales, strict=True):
+            scale = r["boxes"].new_tensor([width, height, width, height])
+            detections.append({"boxes": r["boxes"] * scale, "scores": r["scores"], "labels": r["labels"]})
+        return detections
 
 
 def _resolve(priors: PriorConfig | str | None, default: PriorConfig) -> PriorConfig:
