@@ -246,7 +246,7 @@ def test_unreadable_image_mid_epoch_is_replaced_not_fatal(tmp_path):
     with pytest.warns(AnnotationWarning, match="a.jpg"):
         image, target = dataset[0]
     assert target["image_id"] == "2007/b"
-    assert dataset.skipped["missing_image"] == 1
+    assert dataset.skipped["unreadable_image"] == 1
 
 
 # ----------------------------------------------------------------------------- COCO
