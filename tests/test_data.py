@@ -181,6 +181,10 @@ BAD_VOC_CASES = {
     ),
     "bad_number": ((32, 24, [("dog", ("a", 1, 5, 5), False)]), {"malformed_box": 1}, [], True),
     "malformed": ("<annotation><object><name>dog</name>", {"malformed_annotation": 1}, None, False),
+    "unknown_encoding": ('<?xml version="1.0" encoding="foo"?><annotation/>', {"malformed_annotation": 1},
+                         None, False),
+    "multibyte_encoding": ('<?xml version="1.0" encoding="shift_jis"?><annotation/>',
+                           {"malformed_annotation": 1}, None, False),
 }
 
 

@@ -79,7 +79,8 @@ def parse_voc_xml(path: str) -> dict[str, Any]:
     or unusable), ``bad_size`` (a size was given but is not two positive finite numbers) and
     ``objects``: dicts with ``name`` (lower-cased), ``difficult`` and ``bbox`` (continuous pixel
     xyxy, see the module docstring) or ``None`` when the box or its flag cannot be read.
-    Raises ``ET.ParseError`` on malformed XML."""
+    Raises ``ET.ParseError`` on malformed XML (``LookupError``/``ValueError`` for an encoding
+    that cannot be decoded)."""
     root = ET.parse(path).getroot()
     filename = (root.findtext("filename") or "").strip() or None
     size, bad_size = _read_size(root)
@@ -164,7 +165,9 @@ class VOCDetection(DetectionDataset):
             return None
         try:
             parsed = parse_voc_xml(xml_path)
-        except (ET.ParseError, OSError, ValueError) as error:
+        except (SyntaxError, OSError, ValueError, LookupError, RecursionError) as error:
+            # ET.ParseError is a SyntaxError; an unknown or multi-byte declared encoding is a
+            # LookupError or ValueError: all mean the file cannot be read as an annotation.
             self._report(xml_path + f" ({error})", Counter({MALFORMED_ANNOTATION: 1}))
             return None
         image_path = os.path.join(base, "JPEGImages", parsed["filename"] or f"{image_id}.jpg")
