@@ -297,8 +297,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
         served, (image, boxes, labels, difficult, image_id) = self._load_raw_robust(index)
-        orig_size = (image.height, image.width)
-        boxes, labels, difficult = self._fit_to_image(served, image.width, image.height,
+        orig_size = _image_size(image)  # (H, W); load_raw may give a PIL image, array or tensor
+        boxes, labels, difficult = self._fit_to_image(served, orig_size[1], orig_size[0],
                                                       boxes, labels, difficult)
         boxes_t = torch.from_numpy(boxes)
         labels_t = torch.from_numpy(labels)
