@@ -64,15 +64,13 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def _as_id(value: Any) -> int | None:
     """``value`` when it is an int in the int64 range (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if _INT64_MIN <= value <= _INT64_MAX else None
+    return value if type(value) is int and _INT64_MIN <= value <= _INT64_MAX else None
 
 
 def _as_float(value: Any) -> float | None:
     """``value`` as a finite float when it is an int or float (not a bool); None otherwise,
     also for an int too large for a float and for the NaN/Infinity that Python's json reads."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) is not float and type(value) is not int:  # exact types: a bool is no number
         return None
     try:
         number = float(value)
@@ -82,11 +80,17 @@ def _as_float(value: Any) -> float | None:
 
 
 def _as_bbox(value: Any) -> list[float] | None:
-    """COCO ``[x, y, w, h]`` as four finite floats, or None when it is not a list of four."""
-    if not isinstance(value, list) or len(value) != 4:
+    """COCO ``[x, y, w, h]`` as four finite floats, or None when it is not a list of four
+    finite numbers. (Written out for speed: it runs once per annotation, 860k on COCO.)"""
+    if type(value) is not list or len(value) != 4:
         return None
-    numbers = [_as_float(v) for v in value]
-    return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
+    x, y, w, h = value
+    if not (type(x) is float and type(y) is float and type(w) is float and type(h) is float):
+        numbers = [_as_float(v) for v in value]  # ints (maybe too large), or not numbers at all
+        return None if None in numbers else numbers  # type: ignore[return-value]
+    if math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h):
+        return value
+    return None
 
 
 _CROWD_VALUES = {0: 0, 1: 1, "0": 0, "1": 1}
@@ -94,6 +98,8 @@ _CROWD_VALUES = {0: 0, 1: 1, "0": 0, "1": 1}
 
 def _as_iscrowd(value: Any) -> int | None:
     """0 or 1 for ``iscrowd`` (absent -> 0, see the module docstring), None when invalid."""
+    if type(value) is int:
+        return _CROWD_VALUES.get(value)
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, str):
@@ -213,8 +219,9 @@ class COCODetection(DetectionDataset):
         clean: list[dict[str, Any]] = []
         objects: dict[int, list[tuple[list[float], int]]] = defaultdict(list)
         for ann in entries:
-            ann_id = _as_id(ann.get("id")) if isinstance(ann, dict) else None
-            image_id = _as_id(ann.get("image_id")) if isinstance(ann, dict) else None
+            is_dict = isinstance(ann, dict)
+            ann_id = _as_id(ann.get("id")) if is_dict else None
+            image_id = _as_id(ann.get("image_id")) if is_dict else None
             if ann_id is None or image_id is None:
                 log.bad(MALFORMED_ANNOTATION, f"annotation {ann!r:.60}")
                 continue
