@@ -181,6 +181,10 @@ BAD_VOC_CASES = {
     ),
     "bad_number": ((32, 24, [("dog", ("a", 1, 5, 5), False)]), {"malformed_box": 1}, [], True),
     "malformed": ("<annotation><object><name>dog</name>", {"malformed_annotation": 1}, None, False),
+    "unknown_encoding": ('<?xml version="1.0" encoding="foo"?><annotation/>', {"malformed_annotation": 1},
+                         None, False),
+    "multibyte_encoding": ('<?xml version="1.0" encoding="shift_jis"?><annotation/>',
+                           {"malformed_annotation": 1}, None, False),
 }
 
 
@@ -246,7 +250,7 @@ def test_unreadable_image_mid_epoch_is_replaced_not_fatal(tmp_path):
     with pytest.warns(AnnotationWarning, match="a.jpg"):
         image, target = dataset[0]
     assert target["image_id"] == "2007/b"
-    assert dataset.skipped["missing_image"] == 1
+    assert dataset.skipped["unreadable_image"] == 1
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -622,3 +626,302 @@ def test_targets_without_transform_do_not_alias_the_dataset(tmp_path):
     _, again = dataset[0]
     assert torch.equal(again["boxes"], expected)
     assert again["labels"].tolist() == [VOC_CLASSES.index("dog") + 1]
+
+
+# ----------------------------------------------------------------------------- issue 12: bad inputs
+
+
+def bomb_png(path, claimed: int = 65500) -> None:
+    """A tiny PNG whose IHDR claims ``claimed`` x ``claimed`` pixels (CRC recomputed), so PIL
+    refuses it as a decompression bomb without anything large being allocated."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", claimed, claimed)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+
+
+def bomb_jpeg(path, claimed: int = 65500) -> None:
+    """A tiny baseline JPEG whose SOF0 header claims ``claimed`` x ``claimed`` pixels."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", claimed, claimed)  # height, width
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+
+
+def truncated_jpeg(path) -> None:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+    with open(path, "wb") as handle:  # the header intact, the pixel data cut short
+        handle.write(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+
+
+BAD_IMAGE_WRITERS = {
+    "bomb_png": bomb_png,
+    "bomb_jpeg": bomb_jpeg,
+    "truncated": truncated_jpeg,
+    "zero_bytes": lambda path: open(path, "wb").close(),
+    "not_an_image": lambda path: open(path, "w").write("<annotation/>"),
+}
+
+
+def test_bomb_helpers_claim_a_huge_size_without_allocating(tmp_path):
+    for name in ("bomb_png", "bomb_jpeg"):
+        BAD_IMAGE_WRITERS[name](tmp_path / name)
+        assert os.path.getsize(tmp_path / name) < 2000
+        with pytest.raises(Image.DecompressionBombError):
+            Image.open(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_IMAGE_WRITERS))
+@pytest.mark.parametrize("source", ["voc", "coco"])
+def test_unreadable_image_of_any_kind_is_skipped_and_counted(tmp_path, kind, source):
+    # Annotated with a size: built fine, found when loaded -> the next image is served, through
+    # the dataset, the train transform and the loader; counted once per file, every epoch alike.
+    if source == "voc":
+        base = make_voc(tmp_path, "2007", "trainval", {
+            "bad": (32, 24, [("cow", (1, 1, 8, 8), False)]),
+            "good": (32, 24, [("cat", (1, 1, 8, 8), False)]),
+        })
+        bad_path = os.path.join(base, "JPEGImages", "bad.jpg")
+
+        def build(**kwargs):
+            return VOCDetection(tmp_path, **kwargs)
+    else:
+        images = [{"id": 1, "file_name": "bad.jpg", "width": 32, "height": 24},
+                  {"id": 2, "file_name": "good.jpg", "width": 32, "height": 24}]
+        image_dir, path = make_coco(tmp_path, images, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])])
+        bad_path = os.path.join(image_dir, "bad.jpg")
+
+        def build(**kwargs):
+            return COCODetection(image_dir, path, **kwargs)
+    BAD_IMAGE_WRITERS[kind](bad_path)
+    dataset = build(transform=train_transform(32))
+    with pytest.warns(AnnotationWarning, match="bad.jpg"):
+        image, target = dataset[0]
+    assert image.shape == (3, 32, 32) and target["image_id"] in ("2007/good", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)  # warned once per file
+        batches = list(make_loader(dataset, batch_size=2))
+    assert len(batches) == 1 and [t["image_id"] for t in batches[0][1]] == [target["image_id"]] * 2
+    assert dataset.skipped == {"unreadable_image": 1}
+    assert [f for f, _ in dataset.skipped_files] == [bad_path]
+    assert "bad.jpg" in dataset.report() and "1 unreadable image" in dataset.report()
+
+    # No size in the annotation: the header is read when building, so the image is skipped there.
+    if source == "voc":
+        with open(os.path.join(base, "Annotations", "bad.xml"), "w") as handle:
+            handle.write(voc_xml("bad.jpg", None, None, [("cow", (1, 1, 8, 8), False)]))
+    else:
+        images[0] = {"id": 1, "file_name": "bad.jpg"}
+        make_coco(tmp_path, images, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5])])
+        BAD_IMAGE_WRITERS[kind](bad_path)
+    header_ok = kind == "truncated"  # its header is intact: caught when loaded instead
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        dataset = build()
+        assert len(dataset) == (2 if header_ok else 1)
+        assert {dataset[i][1]["image_id"] for i in range(len(dataset))} == {target["image_id"]}
+    assert dataset.skipped == {"unreadable_image": 1}
+
+
+def test_coco_numbers_of_any_type_or_size_skip_only_their_entry(tmp_path):
+    huge = 10**400  # too large for a float: OverflowError if converted blindly
+    images = [
+        {"id": 1, "file_name": "a.jpg", "width": 32, "height": 24},
+        {"id": 2, "file_name": "b.jpg", "width": huge, "height": 24, "_missing": True},  # bad size
+        {"id": 3, "file_name": "c.jpg", "width": "32", "height": None, "_missing": True},  # bad size
+        {"id": True, "file_name": "d.jpg"},  # a bool is not an id
+        {"id": 2**70, "file_name": "e.jpg"},  # outside int64
+        {"id": 6.0, "file_name": "f.jpg"},
+    ]
+    bad_bboxes = [[huge, 1, 2, 2], [1, 1, huge, 2], ["1", 1, 2, 2], [None, 1, 2, 2], [True, 1, 2, 2],
+                  [[1], 1, 2, 2], [1, 1, 2], {"x": 1}, "1,1,2,2", [float("nan"), 1, 2, 2],
+                  [float("inf"), 1, 2, 2]]
+    annotations = [ann(1, 1, [1, 1, 4, 4]), ann(2, 2, [1, 1, 40, 4]), ann(3, 3, [2, 2, 3, 3])]
+    annotations += [ann(10 + i, 1, bbox) for i, bbox in enumerate(bad_bboxes)]
+    annotations += [ann(30, 1, [1, 1, 4, 4], category_id=huge), ann(31, 1, [1, 1, 4, 4], category_id="3"),
+                    ann(32, huge, [1, 1, 4, 4]), ann(huge, 1, [1, 1, 4, 4]),
+                    {**ann(34, 1, [1, 1, 4, 4]), "area": huge}, {**ann(35, 1, [1, 1, 4, 4]), "area": "x"}]
+    image_dir, path = make_coco(tmp_path, images, annotations)
+    for name, size in (("b.jpg", (20, 10)), ("c.jpg", (16, 12))):  # sizes read from the headers
+        save_image(os.path.join(image_dir, name), *size)
+    # Python's json reads and writes NaN/Infinity and huge ints, as other writers may.
+    with pytest.warns(AnnotationWarning, match="instances.json") as record:
+        dataset = COCODetection(image_dir, path)
+    assert len(annotation_warnings(record)) == 1
+    assert dataset.skipped == {"malformed_box": len(bad_bboxes), "unknown_class": 2, "bad_size": 2,
+                               "malformed_annotation": 5, "clipped_box": 1}
+    assert [r.image_id for r in dataset.records] == [1, 2, 3]
+    assert dataset.records[1].size == (20, 10) and dataset.records[2].size == (16, 12)
+    torch.testing.assert_close(dataset[1][1]["boxes"], torch.tensor([[1.0, 1.0, 20.0, 5.0]]))
+    areas = {a["id"]: a["area"] for a in dataset.coco.dataset["annotations"]}
+    assert areas[34] == 16.0 and areas[35] == 16.0  # replaced by w*h for COCOeval
+    assert len(dataset[0][1]["boxes"]) == 3
+
+
+def test_boxes_are_clipped_to_the_decoded_size_not_the_annotated_one(tmp_path):
+    # <size> says 640x480, the picture is 64x48: the real size wins, warned once per file.
+    base = make_voc(tmp_path, "2007", "trainval", {"a": (64, 48, []), "b": (64, 48, [])})
+    objects = [("cow", (101, 101, 300, 300), False), ("cat", (11, 11, 100, 30), False),
+               ("dog", (2, 2, 20, 20), False)]
+    with open(os.path.join(base, "Annotations", "a.xml"), "w") as handle:
+        handle.write(voc_xml("a.jpg", 640, 480, objects))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)  # nothing wrong seen when building
+        dataset = VOCDetection(tmp_path)
+    with pytest.warns(AnnotationWarning, match=r"a\.jpg: annotated size 640x480 but the image is 64x48"):
+        _, target = dataset[0]
+    torch.testing.assert_close(target["boxes"], torch.tensor([[10.0, 10.0, 64.0, 30.0], [1, 1, 20, 20.0]]))
+    assert target["labels"].tolist() == [VOC_CLASSES.index("cat") + 1, VOC_CLASSES.index("dog") + 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        dataset[0]
+        dataset[1]
+    assert dataset.skipped == {"size_mismatch": 1, "outside_box": 1, "clipped_box": 1}
+    assert dataset.skipped_files == [(os.path.join(base, "JPEGImages", "a.jpg"),
+                                      "1 clipped box, 1 outside box, 1 size mismatch")]
+    # Through the train transform too: every box inside the image, never the outside one.
+    dataset.transform = train_transform(32)
+    torch.manual_seed(0)
+    for _ in range(20):
+        _, target = dataset[0]
+        assert ((target["boxes"] >= 0) & (target["boxes"] <= 1)).all()
+        assert VOC_CLASSES.index("cow") + 1 not in target["labels"].tolist()
+
+
+def test_coco_boxes_are_clipped_to_the_decoded_size(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}]
+    image_dir, path = make_coco(tmp_path, images, [ann(1, 1, [100, 100, 200, 200]), ann(2, 1, [1, 1, 4, 4])])
+    save_image(os.path.join(image_dir, "a.jpg"), 64, 48)
+    dataset = COCODetection(image_dir, path, transform=train_transform(32))
+    with pytest.warns(AnnotationWarning, match="640x480 but the image is 64x48"):
+        _, target = dataset[0]
+    assert len(target["boxes"]) <= 1
+    assert dataset.skipped == {"size_mismatch": 1, "outside_box": 1}
+
+
+@pytest.mark.parametrize("width", ["inf", "nan", "-64", "0", "abc", "1e400"])
+def test_voc_unusable_size_is_a_bad_annotation_and_the_real_size_is_used(tmp_path, width):
+    base = make_voc(tmp_path, "2007", "trainval", {"a": (64, 48, [])})
+    with open(os.path.join(base, "Annotations", "a.xml"), "w") as handle:
+        handle.write(voc_xml("a.jpg", width, 48, [("cow", (11, 11, 100, 30), False)]))
+    with pytest.warns(AnnotationWarning, match="a.xml: 1 bad size, 1 clipped box"):
+        dataset = VOCDetection(tmp_path)
+    assert dataset.records[0].size == (64, 48)
+    torch.testing.assert_close(dataset[0][1]["boxes"], torch.tensor([[10.0, 10.0, 64.0, 30.0]]))
+
+
+def test_voc_difficult_flag_of_another_value_is_a_malformed_object(tmp_path):
+    base = make_voc(tmp_path, "2007", "trainval", {"a": (32, 24, [])})
+    xml = voc_xml("a.jpg", 32, 24, [("cow", (1, 1, 8, 8), False), ("cat", (1, 1, 8, 8), False)])
+    xml = xml.replace("<difficult>0</difficult>", "<difficult>maybe</difficult>", 1)
+    with open(os.path.join(base, "Annotations", "a.xml"), "w") as handle:
+        handle.write(xml)
+    with pytest.warns(AnnotationWarning, match="1 malformed box"):
+        dataset = VOCDetection(tmp_path)
+    assert dataset[0][1]["labels"].tolist() == [VOC_CLASSES.index("cat") + 1]
+
+
+@pytest.mark.parametrize("value, crowd", [(0, False), (1, True), ("0", False), ("1", True), (" 1 ", True),
+                                          (False, False), (True, True), (0.0, False), (1.0, True)])
+def test_coco_iscrowd_is_read_as_its_value(tmp_path, value, crowd):
+    image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}],
+                                [ann(1, 1, [1, 1, 5, 5], iscrowd=value), ann(2, 1, [2, 2, 5, 5])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnotationWarning)
+        dataset = COCODetection(image_dir, path)
+    assert len(dataset[0][1]["boxes"]) == (1 if crowd else 2)
+    assert dataset.skipped == ({"crowd_box": 1} if crowd else {})
+    assert [a["iscrowd"] for a in dataset.coco.dataset["annotations"]] == [int(crowd), 0]  # for COCOeval
+
+
+@pytest.mark.parametrize("value", [2, -1, "yes", "", None, [0], 0.5, {"crowd": 0}])
+def test_coco_invalid_iscrowd_is_a_malformed_annotation(tmp_path, value):
+    image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}],
+                                [ann(1, 1, [1, 1, 5, 5], iscrowd=value), ann(2, 1, [2, 2, 5, 5])])
+    with pytest.warns(AnnotationWarning, match="iscrowd"):
+        dataset = COCODetection(image_dir, path)
+    assert dataset.skipped == {"malformed_annotation": 1}
+    assert len(dataset[0][1]["boxes"]) == 1
+
+
+def test_coco_repeated_ids_keep_the_first_with_a_warning(tmp_path):
+    categories = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}, {"id": 3, "name": "truck"}]
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}]
+    annotations = [ann(1, 1, [1, 1, 5, 5], 3), ann(1, 1, [2, 2, 5, 5], 1), ann(2, 1, [3, 3, 5, 5], 1)]
+    image_dir, path = make_coco(tmp_path, images, annotations, categories)
+    with pytest.warns(AnnotationWarning, match="category id 3 listed again as 'truck'; the first, 'car'"):
+        dataset = COCODetection(image_dir, path)
+    assert dataset.class_names == ("__background__", "person", "car")
+    assert dataset.cat_id_to_label == {1: 1, 3: 2}
+    assert dataset.skipped == {"malformed_annotation": 3}
+    assert len(dataset) == 1 and dataset[0][1]["labels"].tolist() == [2, 1]
+    assert sorted(a["id"] for a in dataset.coco.dataset["annotations"]) == [1, 2]
+
+
+@pytest.mark.parametrize("content", [b"000001\n\xff\xfe000002\n", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_voc_split_file_that_is_not_utf8_text_is_a_clear_error(tmp_path, content):
+    base = make_voc(tmp_path, "2007", "trainval", {"a": (16, 16, [])})
+    split_file = os.path.join(base, "ImageSets", "Main", "trainval.txt")
+    with open(split_file, "wb") as handle:
+        handle.write(content)
+    with pytest.raises(ValueError, match=r"VOC split file .*trainval\.txt: expected (UTF-8 )?text"):
+        VOCDetection(tmp_path)
+
+
+def test_coco_json_in_utf16_is_read(tmp_path):
+    image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}], [ann(1, 1, [1, 1, 5, 5])])
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(path, "w", encoding="utf-16") as handle:
+        handle.write(text)
+    assert len(COCODetection(image_dir, path)[0][1]["boxes"]) == 1
+
+
+@pytest.mark.parametrize("argument, value", [
+    ("num_images", -1), ("num_images", 2.5), ("num_images", "10"), ("num_images", True), ("num_images", None),
+    ("seed", -3), ("seed", 1.5), ("image_size", -8), ("image_size", (16, 8)), ("image_size", "64"),
+    ("min_objects", 0), ("max_objects", -2), ("max_occlusion", 1.5), ("max_size", float("nan")),
+])
+def test_synthetic_rejects_bad_arguments_naming_them(argument, value):
+    with pytest.raises(ValueError, match=rf"^{argument.split('[')[0]}"):
+        SyntheticShapes(**{argument: value})
+
+
+def test_synthetic_accepts_numpy_integers():
+    dataset = SyntheticShapes(num_images=np.int64(3), image_size=np.int32(32), seed=np.uint8(4))
+    assert len(dataset) == 3 and dataset[2][0].size == (32, 32)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_fraction": -0.5}, "test_fraction"), ({"test_fraction": "0.1"}, "test_fraction"),
+    ({"jpeg_quality": 0}, "jpeg_quality"), ({"year": "../x"}, "year"), ({"split": ""}, "split"),
+    ({"image_format": "gif"}, "image_format"),
+])
+def test_write_voc_rejects_bad_arguments_before_writing(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        write_voc(SyntheticShapes(num_images=2), tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_writers_live_in_their_own_module_and_take_any_dataset(tmp_path):
+    from ssd_ext.data import writers
+
+    assert write_voc is writers.write_voc and write_coco is writers.write_coco
+    with pytest.raises(TypeError, match="dataset"):
+        write_voc([1, 2], tmp_path)
+    with pytest.raises(ValueError, match="category_ids"):
+        write_coco(SyntheticShapes(num_images=1), tmp_path, tmp_path / "a.json", category_ids=[1, 2, 3, 4, 4])

@@ -11,7 +11,7 @@ Without a transform, ``image`` is a PIL image and the boxes are in pixels. See
 from .base import AnnotationWarning, DetectionDataset
 from .coco import COCODetection
 from .loader import collate, make_loader, seed_worker
-from .synthetic import SHAPE_CLASSES, SyntheticShapes, write_coco, write_voc
+from .synthetic import SHAPE_CLASSES, SyntheticShapes
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,6 +29,7 @@ from .transforms import (
 )
 from .visualize import draw_boxes, to_pil
 from .voc import VOC_CLASSES, VOCDetection
+from .writers import write_coco, write_voc
 
 __all__ = [
     "AnnotationWarning",

@@ -1,4 +1,4 @@
-"""A procedural, seeded detection set of coloured shapes, and a writer to VOC layout.
+"""A procedural, seeded detection set of coloured shapes (written to disk by :mod:`.writers`).
 
 Image ``i`` of ``SyntheticShapes(seed=s)`` is drawn from ``numpy.random.default_rng([s, i])``
 alone, so the same index always gives the same image and boxes, whatever the call order or
@@ -15,9 +15,6 @@ image, five classes (``num_classes`` = 6), which a small SSD learns in a few CPU
 
 from __future__ import annotations
 
-import json
-import os
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,9 +23,24 @@ from PIL import Image, ImageDraw
 
 from .base import DetectionDataset
 
-__all__ = ["SHAPE_CLASSES", "SyntheticShapes", "write_coco", "write_voc"]
+__all__ = ["SHAPE_CLASSES", "SyntheticShapes"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "cross", "star")
+
+
+def _whole_number(argument: str, value: Any, minimum: int, expected: str | None = None) -> int:
+    """``value`` as an int when it is an integer (Python or numpy, not a bool) >= ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{argument} must be {expected or f'an integer >= {minimum}'}, got {value!r}")
+    return int(value)
+
+
+def _fraction(argument: str, value: Any) -> float:
+    """``value`` as a float when it is a real number in [0, 1]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= value <= 1:
+        raise ValueError(f"{argument} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -138,20 +150,23 @@ class SyntheticShapes(DetectionDataset):
                  max_occlusion: float = 0.35, seed: int = 0,
                  transform: Callable[..., Any] | None = None) -> None:
         super().__init__(("__background__", *SHAPE_CLASSES), transform)
-        if num_images < 0:
-            raise ValueError(f"num_images must be >= 0, got {num_images}")
-        if not 1 <= min_objects <= max_objects:
-            raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
-        if not 0 < min_size <= max_size <= 1:
+        self.num_images = _whole_number("num_images", num_images, 0)
+        if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+            self.image_size = (_whole_number("image_size[0]", image_size[0], 16),
+                               _whole_number("image_size[1]", image_size[1], 16))
+        else:
+            side = _whole_number("image_size", image_size, 16, "an integer >= 16 or a (height, width) pair")
+            self.image_size = (side, side)
+        self.min_objects = _whole_number("min_objects", min_objects, 1)
+        self.max_objects = _whole_number("max_objects", max_objects, 1)
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"need min_objects <= max_objects, got {min_objects}, {max_objects}")
+        self.min_size = _fraction("min_size", min_size)
+        self.max_size = _fraction("max_size", max_size)
+        if not 0 < self.min_size <= self.max_size:
             raise ValueError(f"need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
-        self.num_images = int(num_images)
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if min(self.image_size) < 16:
-            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
-        self.min_objects, self.max_objects = int(min_objects), int(max_objects)
-        self.min_size, self.max_size = float(min_size), float(max_size)
-        self.max_occlusion = float(max_occlusion)
-        self.seed = int(seed)
+        self.max_occlusion = _fraction("max_occlusion", max_occlusion)
+        self.seed = _whole_number("seed", seed, 0)
 
     # The demo's splits: (num_images, seed); distinct seeds make them disjoint.
     DEMO_SPLITS: dict[str, tuple[int, int]] = {"train": (2000, 0), "val": (200, 1), "test": (200, 2)}
@@ -215,113 +230,3 @@ class SyntheticShapes(DetectionDataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
                 f"objects={self.min_objects}..{self.max_objects}, seed={self.seed})")
-
-
-def _voc_xml(filename: str, folder: str, width: int, height: int,
-             objects: list[tuple[str, Sequence[float], bool]]) -> ET.ElementTree:
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = folder
-    ET.SubElement(root, "filename").text = filename
-    size = ET.SubElement(root, "size")
-    ET.SubElement(size, "width").text = str(width)
-    ET.SubElement(size, "height").text = str(height)
-    ET.SubElement(size, "depth").text = "3"
-    for name, (x1, y1, x2, y2), difficult in objects:
-        obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = name
-        ET.SubElement(obj, "pose").text = "Unspecified"
-        ET.SubElement(obj, "truncated").text = "0"
-        ET.SubElement(obj, "difficult").text = "1" if difficult else "0"
-        bndbox = ET.SubElement(obj, "bndbox")
-        # Continuous xyxy -> VOC's 1-based inclusive pixel indices (inverse of the reader).
-        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
-            ET.SubElement(bndbox, tag).text = str(int(round(value)))
-    ET.indent(root)
-    return ET.ElementTree(root)
-
-
-def write_voc(dataset: DetectionDataset, root: str | os.PathLike, year: str = "2007", split: str = "trainval",
-              test_fraction: float = 0.0, image_format: str = "jpg", jpeg_quality: int = 95,
-              progress: bool = False) -> list[str]:
-    """Write ``dataset`` (its raw items, ignoring its transform) to ``<root>/VOC<year>`` in VOC layout.
-
-    Images go to ``JPEGImages/<id>.<image_format>`` ("jpg" or "png"), annotations to
-    ``Annotations/<id>.xml`` (1-based inclusive coordinates) with ids ``000000, 000001, ...``.
-    The ids are listed in ``ImageSets/Main/<split>.txt``, except the last
-    ``round(test_fraction * N)`` which go to ``test.txt``. Read it back with
-    ``VOCDetection(root, [(year, split)], class_names=dataset.class_names[1:])``.
-    Returns the ids written.
-    """
-    if image_format not in ("jpg", "png"):
-        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    base = os.path.join(os.fspath(root), f"VOC{year}")
-    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-        os.makedirs(os.path.join(base, sub), exist_ok=True)
-    indices: Any = range(len(dataset))
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc=f"writing VOC{year}", unit="img")
-    width_digits = max(6, len(str(max(len(dataset) - 1, 0))))
-    ids = []
-    for index in indices:
-        image, boxes, labels, difficult, _ = dataset.load_raw(index)
-        image_id = f"{index:0{width_digits}d}"
-        filename = f"{image_id}.{image_format}"
-        image_path = os.path.join(base, "JPEGImages", filename)
-        if image_format == "jpg":
-            image.save(image_path, quality=jpeg_quality)
-        else:
-            image.save(image_path)
-        boxes = np.asarray(boxes).reshape(-1, 4)
-        objects = [(dataset.class_names[int(label)], box.tolist(), bool(flag))
-                   for box, label, flag in zip(boxes, labels, difficult, strict=True)]
-        _voc_xml(filename, f"VOC{year}", image.width, image.height, objects).write(
-            os.path.join(base, "Annotations", f"{image_id}.xml"), encoding="utf-8")
-        ids.append(image_id)
-    num_test = int(round(test_fraction * len(ids)))
-    splits = {split: ids[:len(ids) - num_test]}
-    if num_test:
-        splits["test"] = ids[len(ids) - num_test:]
-    for name, members in splits.items():
-        with open(os.path.join(base, "ImageSets", "Main", f"{name}.txt"), "w") as handle:
-            handle.writelines(f"{i}\n" for i in members)
-    return ids
-
-
-def write_coco(dataset: DetectionDataset, image_dir: str | os.PathLike, annotation_file: str | os.PathLike,
-               category_ids: Sequence[int] | None = None, progress: bool = False) -> None:
-    """Write ``dataset`` (its raw items) as PNG images in ``image_dir`` and a COCO instances json.
-
-    Label ``l`` gets category id ``category_ids[l - 1]`` (default ``l``); image ids are the
-    indices. Boxes are written as ``[x, y, w, h]``, so ``COCODetection`` reads them back exactly.
-    """
-    image_dir = os.fspath(image_dir)
-    os.makedirs(image_dir, exist_ok=True)
-    names = dataset.class_names[1:]
-    category_ids = list(category_ids) if category_ids is not None else list(range(1, len(names) + 1))
-    if len(category_ids) != len(names) or len(set(category_ids)) != len(names):
-        raise ValueError(f"need {len(names)} distinct category ids, got {category_ids}")
-    indices: Any = range(len(dataset))
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="writing COCO", unit="img")
-    images, annotations = [], []
-    for index in indices:
-        image, boxes, labels, _, _ = dataset.load_raw(index)
-        file_name = f"{index:06d}.png"
-        image.save(os.path.join(image_dir, file_name))
-        images.append({"id": index, "file_name": file_name, "width": image.width, "height": image.height})
-        for (x1, y1, x2, y2), label in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels,
-                                           strict=True):
-            width, height = float(x2 - x1), float(y2 - y1)
-            annotations.append({"id": len(annotations) + 1, "image_id": index,
-                                "category_id": category_ids[int(label) - 1], "iscrowd": 0,
-                                "bbox": [float(x1), float(y1), width, height], "area": width * height})
-    categories = [{"id": cat_id, "name": name, "supercategory": "shape"}
-                  for cat_id, name in zip(category_ids, names, strict=True)]
-    with open(annotation_file, "w") as handle:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, handle)
