@@ -311,6 +311,8 @@ PRESETS: dict[str, PriorConfig] = {
 
 def get_preset(name: str) -> PriorConfig:
     """The preset called ``name`` (case-insensitive; see ``PRESETS``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"prior preset name must be a str, one of {sorted(PRESETS)}; got {name!r}")
     try:
         return PRESETS[name.lower()]
     except KeyError:

@@ -133,8 +133,22 @@ def _unwrap(loaded: Any, source: str) -> StateDict:
     for key, value in loaded.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
             raise WeightLoadError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        _check_tensor_kind(key, value, source)
         state[key[len("module."):] if key.startswith("module.") else key] = value
     return state
+
+
+def _check_tensor_kind(key: str, value: Tensor, source: str) -> None:
+    """Refuse tensors that cannot be copied into a parameter as they are: sparse (or any
+    non-strided layout), meta (no data), quantized."""
+    if value.layout != torch.strided:
+        raise WeightLoadError(f"{source}: {key} is a {value.layout} tensor; weights must be dense "
+                              "(torch.strided); convert it with .to_dense() first")
+    if value.is_meta:
+        raise WeightLoadError(f"{source}: {key} is a meta tensor (a shape without data); the file "
+                              "was saved from a model that was never materialised")
+    if value.is_quantized:
+        raise WeightLoadError(f"{source}: {key} is a quantized tensor ({value.dtype}); dequantize it first")
 
 
 def _as_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> StateDict:
@@ -152,17 +166,35 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], sour
                             allow_missing: tuple[str, ...] = ()) -> None:
     """``module.load_state_dict(state)`` with one clear error for every kind of mismatch.
 
-    Keys starting with a prefix in ``allow_missing`` may be absent (they keep their values).
+    All or nothing: every entry is checked (keys, shapes, tensor kinds and dtypes) before
+    anything is copied, so a failed load leaves the module as it was. Keys starting with a
+    prefix in ``allow_missing`` may be absent (they keep their values).
 
     Raises:
-        WeightLoadError: listing missing keys, unexpected keys and shape mismatches.
+        WeightLoadError: listing missing keys, unexpected keys, shape mismatches and entries
+            that cannot be copied (not tensors, sparse/meta/quantized, complex into real).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
-    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-                   for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong_shape:
+    wrong_shape, wrong_kind = [], []
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if not isinstance(value, Tensor):
+            wrong_kind.append(f"{key} (a {type(value).__name__}, not a tensor)")
+            continue
+        try:
+            _check_tensor_kind(key, value, source)
+        except WeightLoadError as error:
+            wrong_kind.append(str(error).split(": ", 1)[1])
+            continue
+        if value.shape != own[key].shape:
+            wrong_shape.append(f"{key} (file {tuple(value.shape)}, model {tuple(own[key].shape)})")
+        elif value.is_complex() and not own[key].is_complex():
+            wrong_kind.append(f"{key} is complex ({value.dtype}) but the model's is {own[key].dtype}; "
+                              "copying would drop the imaginary part")
+    if missing or unexpected or wrong_shape or wrong_kind:
         parts = [f"{source} does not fit {type(module).__name__}:"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
@@ -170,8 +202,13 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], sour
             parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
         if wrong_shape:
             parts.append(f"shape mismatches ({len(wrong_shape)}): {_describe(wrong_shape)}")
+        if wrong_kind:
+            parts.append(f"tensors that cannot be loaded ({len(wrong_kind)}): {_describe(wrong_kind)}")
         raise WeightLoadError("\n  ".join(parts))
-    module.load_state_dict(state, strict=False)
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # not expected after the checks above; never a bare RuntimeError
+        raise WeightLoadError(f"{source}: loading into {type(module).__name__} failed: {error}") from error
 
 
 # ---------------------------------------------------------------------------- format detection
