@@ -437,6 +437,12 @@ def test_bad_images_are_named_in_forward_and_detect(small_model, images, error, 
         small_model.detect(images)
 
 
+@pytest.mark.parametrize("variances", ["ab", (0.1,), (0.1, -0.2), (0.1, float("nan")), None])
+def test_bad_variances_are_named(variances):
+    with pytest.raises(ValueError, match="variances must be two positive finite numbers"):
+        SSD(SmallBackbone(8), SmallBackbone(8).out_channels, SSD_SMALL_160, 3, variances=variances)
+
+
 def test_too_small_images_for_vgg_are_named():
     with torch.device("meta"):
         model = ssd300(3)

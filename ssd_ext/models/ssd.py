@@ -13,6 +13,8 @@ Inputs are normalised images as the backbone's weights expect (see docs/ARCHITEC
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -75,7 +77,7 @@ class SSD(nn.Module):
         self.backbone = backbone
         self.prior_config = prior_config
         self.num_classes = num_classes
-        self.variances = tuple(float(v) for v in variances)
+        self.variances = _check_variances(variances)
         self.loc = head.loc
         self.conf = head.conf
         object.__setattr__(self, "head", head)  # a plain attribute: its modules are registered above
@@ -181,6 +183,17 @@ class SSD(nn.Module):
         scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=loc.device)
         return [{"boxes": r["boxes"] * scale.to(r["boxes"].dtype), "scores": r["scores"],
                  "labels": r["labels"]} for r in results]
+
+
+def _check_variances(variances: object) -> tuple[float, float]:
+    """Two positive finite numbers (center, size), or a clear error."""
+    values = tuple(variances) if isinstance(variances, (tuple, list)) else None
+    if (values is None or len(values) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+            or not all(math.isfinite(v) and v > 0 for v in values)):
+        raise ValueError(f"variances must be two positive finite numbers (center, size) such as "
+                         f"(0.1, 0.2), got {variances!r}")
+    return (float(values[0]), float(values[1]))
 
 
 def resolve_priors(priors: PriorConfig | str | None, default: PriorConfig) -> PriorConfig:
