@@ -343,6 +343,7 @@ def test_failed_load_changes_nothing(kind):
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
 def test_sparse_tensor_in_a_file_is_refused(tmp_path):
     model = ssd_small(3)
     state = _shifted_state(model)
