@@ -29,6 +29,17 @@ from .vgg import VGG16Backbone
 __all__ = ["SSD", "SSDHead", "ssd300", "ssd512", "ssd_small", "build_model", "resolve_priors"]
 
 
+def _check_variances(variances: object) -> tuple[float, float]:
+    """Two positive finite numbers (center, size), or a clear error."""
+    values = tuple(variances) if isinstance(variances, (tuple, list)) else None
+    if (values is None or len(values) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+            or not all(math.isfinite(v) and v > 0 for v in values)):
+        raise ValueError(f"variances must be two positive finite numbers (center, size) such as "
+                         f"(0.1, 0.2), got {variances!r}")
+    return (float(values[0]), float(values[1]))
+
+
 class SSD(nn.Module):
     """Single Shot MultiBox Detector over any backbone returning a list of feature maps.
 
@@ -185,18 +196,7 @@ class SSD(nn.Module):
                  "labels": r["labels"]} for r in results]
 
 
-def _check_variances(variances: object) -> tuple[float, float]:
-    """Two positive finite numbers (center, size), or a clear error."""
-    values = tuple(variances) if isinstance(variances, (tuple, list)) else None
-    if (values is None or len(values) != 2
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-            or not all(math.isfinite(v) and v > 0 for v in values)):
-        raise ValueError(f"variances must be two positive finite numbers (center, size) such as "
-                         f"(0.1, 0.2), got {variances!r}")
-    return (float(values[0]), float(values[1]))
-
-
-def resolve_priors(priors: PriorConfig | str | None, default: PriorConfig) -> PriorConfig:
+def _resolve(priors: PriorConfig | str | None, default: PriorConfig) -> PriorConfig:
     """``priors`` as a PriorConfig: itself, the preset of that name, or ``default`` for None."""
     if priors is None:
         return default
@@ -205,6 +205,9 @@ def resolve_priors(priors: PriorConfig | str | None, default: PriorConfig) -> Pr
     if not isinstance(priors, PriorConfig):
         raise TypeError(f"priors must be a PriorConfig, a preset name or None, got {type(priors).__name__}")
     return priors
+
+
+resolve_priors = _resolve  # the public name, for other families' factories
 
 
 @register_model("ssd300")
