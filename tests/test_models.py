@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from ssd_reference.priors import prior_boxes as reference_prior_boxes
@@ -371,3 +372,129 @@ def test_small_model_fits_a_synthetic_batch_with_multibox_loss():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------- bad input, named
+
+
+@pytest.mark.parametrize("name,error,pattern", [
+    (None, TypeError, "name must be a str.*got None of type NoneType"),
+    (123, TypeError, "name must be a str.*got 123 of type int"),
+    ("yolo", ValueError, "unknown model 'yolo'; known"),
+])
+def test_build_model_bad_names(name, error, pattern):
+    with pytest.raises(error, match=pattern):
+        build_model(name, 21)
+
+
+@pytest.mark.parametrize("num_classes,error,pattern", [
+    (2.5, TypeError, "num_classes must be an int >= 2.*got 2.5 of type float"),
+    (21.0, TypeError, r"got 21.0 of type float \(pass 21\)"),
+    ("21", TypeError, "num_classes must be an int.*got '21' of type str"),
+    (None, TypeError, "num_classes must be an int.*got None"),
+    (float("nan"), TypeError, "num_classes must be an int.*got nan"),
+    (True, TypeError, "num_classes must be an int.*of type bool"),
+    (1, ValueError, "num_classes counts the background and must be >= 2, got 1"),
+])
+def test_build_model_bad_num_classes(num_classes, error, pattern):
+    with pytest.raises(error, match=pattern):
+        build_model("ssd_small", num_classes)
+
+
+@pytest.mark.parametrize("name", ["ssd_small", "rfb_small"])
+@pytest.mark.parametrize("width,error", [(0, ValueError), (-8, ValueError), (2.5, TypeError),
+                                         ("32", TypeError)])
+def test_bad_width_is_named(name, width, error):
+    with pytest.raises(error, match=r"width must be an int >= \d+, got"):
+        build_model(name, 3, width=width)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return ssd_small(num_classes=3).eval()
+
+
+@pytest.mark.parametrize("images,error,pattern", [
+    (torch.zeros(1, 3, 160, 160, dtype=torch.float64), TypeError,
+     r"images have dtype torch.float64 but the model's parameters are torch.float32"),
+    (torch.zeros(1, 3, 160, 160, dtype=torch.float16), TypeError,
+     r"images have dtype torch.float16 but the model's parameters are torch.float32"),
+    (torch.zeros(1, 3, 160, 160, dtype=torch.uint8), TypeError, r"floating-point tensor .* got torch.uint8"),
+    (torch.zeros(1, 3, 160, 160, dtype=torch.int64), TypeError, r"floating-point tensor .* got torch.int64"),
+    (torch.zeros(1, 3, 160, 160, dtype=torch.bool), TypeError, r"floating-point tensor .* got torch.bool"),
+    (torch.zeros(1, 3, 160, 160, dtype=torch.complex64), TypeError, r"floating-point .* got torch.complex64"),
+    ([[0.0]], TypeError, r"images must be a torch.Tensor \[B, 3, H, W\], got builtins.list"),
+    (np.zeros((1, 3, 160, 160), dtype=np.float32), TypeError, r"torch.Tensor .* got numpy.ndarray"),
+    (torch.zeros(1, 3, 8, 8), ValueError,
+     r"images of size \(8, 8\) \(h, w\) do not fit .* made for \(160, 160\)"),
+    (torch.zeros(1, 4, 160, 160), ValueError, r"images must be \[B, 3, H, W\], got shape \(1, 4, 160, 160\)"),
+])
+def test_bad_images_are_named_in_forward_and_detect(small_model, images, error, pattern):
+    with pytest.raises(error, match=pattern):
+        small_model(images)
+    with pytest.raises(error, match=pattern):
+        small_model.detect(images)
+
+
+@pytest.mark.parametrize("variances", ["ab", (0.1,), (0.1, -0.2), (0.1, float("nan")), None])
+def test_bad_variances_are_named(variances):
+    with pytest.raises(ValueError, match="variances must be two positive finite numbers"):
+        SSD(SmallBackbone(8), SmallBackbone(8).out_channels, SSD_SMALL_160, 3, variances=variances)
+
+
+def test_too_small_images_for_vgg_are_named():
+    with torch.device("meta"):
+        model = ssd300(3)
+    with pytest.raises(ValueError, match=r"images of size \(8, 8\) \(h, w\) do not fit"):
+        model(torch.zeros(1, 3, 8, 8, device="meta"))
+
+
+def test_float64_model_runs_float64_and_autocast_accepts_float32(small_model):
+    images = torch.randn(1, 3, 160, 160)
+    model64 = ssd_small(num_classes=3).double().eval()
+    loc, conf = model64(images.double())
+    assert loc.dtype == conf.dtype == torch.float64
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        loc_bf, _ = small_model(images)
+    assert loc_bf.dtype == torch.bfloat16
+
+
+def test_empty_batch_gives_empty_outputs():
+    for model in (ssd_small(num_classes=3), build_model("rfb_small", 3, width=8)):
+        for training in (True, False):
+            model.train(training)
+            loc, conf = model(torch.zeros(0, 3, 160, 160))
+            assert loc.shape == (0, model.num_priors, 4) and conf.shape == (0, model.num_priors, 3)
+        assert model.detect(torch.zeros(0, 3, 160, 160)) == []
+
+
+def test_l2norm_computes_float64_in_float64():
+    torch.manual_seed(0)
+    norm = L2Norm(512).double()
+    x = torch.randn(2, 512, 3, 3, dtype=torch.float64) * 10
+    expected = 20 * x / x.norm(dim=1, keepdim=True)
+    out = norm(x)
+    assert out.dtype == torch.float64
+    # float32 math would be off by ~1e-6 here.
+    torch.testing.assert_close(out, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_prior_config_accepts_numpy_numbers_and_names_bad_ones():
+    plain = PriorConfig((38, 19), 300, (30, 60), (60, 111), ((2,), (2, 3)), steps=(8, 16))
+    numpy_config = PriorConfig(np.array([38, 19]), np.int64(300), np.array([30.0, 60.0]),
+                               (np.float64(60), np.int32(111)), ((np.int64(2),), np.array([2, 3])),
+                               steps=(np.int64(8), np.int16(16)))
+    assert numpy_config == plain
+    assert type(numpy_config.feature_map_sizes[0]) is int and type(numpy_config.image_size) is int
+    torch.testing.assert_close(numpy_config.build(), plain.build())
+    pairs = PriorConfig([(np.int64(20), 28)], (np.int64(160), np.int64(224)), (16,), None, ((2,),))
+    assert pairs.feature_map_sizes == ((20, 28),) and pairs.image_size == (160, 224)
+    with pytest.raises(TypeError, match=r"PriorConfig.feature_map_sizes\[1\] must be an int .* got 19.5"):
+        PriorConfig((38, 19.5), 300, (30, 60), None, ((2,), (2,)))
+    with pytest.raises(ValueError, match=r"PriorConfig.image_size must be >= 1, got 0"):
+        PriorConfig((38,), 0, (30,), None, ((2,),))
+    with pytest.raises(TypeError, match=r"PriorConfig.min_sizes\[0\] must be a number, got '30'"):
+        PriorConfig((38,), 300, ("30",), None, ((2,),))
+    with pytest.raises(TypeError, match="prior preset name must be a str"):
+        get_preset(3)

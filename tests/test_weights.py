@@ -307,3 +307,50 @@ class _Payload:
 def _mark_ran():
     _Payload.ran = True
     return None
+
+
+# ---------------------------------------------------------------------------- all-or-nothing loading
+
+
+def _shifted_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() + 1 if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta", "complex", "not_a_tensor"])
+def test_failed_load_changes_nothing(kind):
+    model = ssd_small(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = _shifted_state(model)
+    last = "conf.4.weight"  # the last entry: a copy in key order would have done all the others first
+    assert list(state)[-1] == "conf.4.bias" and last in state
+    if kind == "sparse":
+        state[last] = state[last].to_sparse()
+        pattern = "sparse_coo tensor; weights must be dense"
+    elif kind == "meta":
+        state[last] = torch.empty(state[last].shape, device="meta")
+        pattern = "meta tensor"
+    elif kind == "complex":
+        state[last] = torch.complex(state[last], state[last])
+        pattern = "complex .* drop the imaginary part"
+    else:
+        state[last] = [1.0, 2.0]
+        pattern = "not a tensor"
+    with pytest.raises(WeightLoadError, match=pattern):
+        load_state_dict_checked(model, state)
+    with pytest.raises(WeightLoadError, match=pattern):
+        load_weights(model, state)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+def test_sparse_tensor_in_a_file_is_refused(tmp_path):
+    model = ssd_small(3)
+    state = _shifted_state(model)
+    state["loc.0.bias"] = state["loc.0.bias"].to_sparse()
+    path = tmp_path / "sparse.pth"
+    torch.save(state, path)
+    before = model.loc[0].weight.detach().clone()
+    with pytest.raises(WeightLoadError, match=r"loc\.0\.bias is a torch.sparse_coo tensor"):
+        load_weights(model, path)
+    assert torch.equal(model.loc[0].weight, before)

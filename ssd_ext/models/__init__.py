@@ -1,13 +1,20 @@
-"""SSD models: SSD300/SSD512 (VGG16), a small CPU model, prior presets and weight loading.
+"""Detectors: SSD300/SSD512 (VGG16), RFB Net300/512, small CPU models, prior presets and weights.
 
-``build_model("ssd300" | "ssd512" | "ssd_small", num_classes)`` builds a model;
-``ssd_ext.models.weights`` loads VGG16 ImageNet backbones, ssd.pytorch and torchvision
-checkpoints from local files.
+``build_model(name, num_classes)`` builds a registered model (``list_models()``: "ssd300",
+"ssd512", "ssd_small", "rfb300", "rfb512", "rfb_small"); a family registers its factories
+with ``register_model``. ``ssd_ext.models.weights`` loads VGG16 ImageNet backbones and
+ssd.pytorch, torchvision and RFBNet checkpoints from local files.
 """
 
 from . import weights
+from .head import SSDHead
 from .priors import (
     PRESETS,
+    RFB300_COCO,
+    RFB300_VOC,
+    RFB512_COCO,
+    RFB512_VOC,
+    RFB_SMALL_160,
     SSD300_COCO,
     SSD300_TORCHVISION,
     SSD300_VOC,
@@ -19,13 +26,24 @@ from .priors import (
     get_preset,
     paper_sizes,
 )
+from .registry import build_model, list_models, register_model
+from .rfb import RFBBlock, RFBsBlock, RFBSmallBackbone, rfb300, rfb512, rfb_small, rfb_vgg16_backbone
 from .small import SmallBackbone
-from .ssd import MODEL_NAMES, SSD, build_model, ssd300, ssd512, ssd_small
+from .ssd import SSD, ssd300, ssd512, ssd_small
 from .vgg import L2Norm, VGG16Backbone
 
 __all__ = [
     "PRESETS", "SSD300_COCO", "SSD300_TORCHVISION", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC",
-    "SSD_SMALL_160", "PriorConfig", "config_from_scales", "get_preset", "paper_sizes",
-    "SmallBackbone", "MODEL_NAMES", "SSD", "build_model", "ssd300", "ssd512", "ssd_small",
-    "L2Norm", "VGG16Backbone", "weights",
+    "SSD_SMALL_160", "RFB300_VOC", "RFB300_COCO", "RFB512_VOC", "RFB512_COCO", "RFB_SMALL_160",
+    "PriorConfig", "config_from_scales", "get_preset", "paper_sizes",
+    "SmallBackbone", "MODEL_NAMES", "SSD", "SSDHead", "build_model", "list_models", "register_model",
+    "ssd300", "ssd512", "ssd_small", "rfb300", "rfb512", "rfb_small", "rfb_vgg16_backbone",
+    "RFBBlock", "RFBsBlock", "RFBSmallBackbone", "L2Norm", "VGG16Backbone", "weights",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # MODEL_NAMES follows the registry (a family registered later is listed too).
+    if name == "MODEL_NAMES":
+        return tuple(list_models())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,11 +14,15 @@ Sizes are in input pixels. The presets reproduce:
   0.07 ... 1.05, its steps and ratios). torchvision clamps only w and h, not the centres, so
   this preset uses ``clip="wh"``.
 - ``SSD_SMALL_160``: the small CPU model's 160-pixel input with five levels.
+- ``RFB300_VOC`` / ``RFB300_COCO`` / ``RFB512_VOC`` / ``RFB512_COCO``: RFB Net's (the authors'
+  ``data/config.py``): SSD's sizes with ratios (2, 3) on all but the last two levels.
+- ``RFB_SMALL_160``: the small RFB model's (``SSD_SMALL_160`` with ratios (2, 3) on four levels).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -36,12 +40,60 @@ __all__ = [
     "SSD512_VOC",
     "SSD512_COCO",
     "SSD_SMALL_160",
+    "RFB300_VOC",
+    "RFB300_COCO",
+    "RFB512_VOC",
+    "RFB512_COCO",
+    "RFB_SMALL_160",
     "paper_sizes",
     "config_from_scales",
     "get_preset",
 ]
 
 ClipMode = bool | Literal["wh"]
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _sequence(value: object, name: str) -> Sequence:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) and not hasattr(value, "__len__"):
+        raise TypeError(f"PriorConfig.{name} must be a sequence, got {value!r} of type "
+                        f"{type(value).__name__}")
+    return list(value)
+
+
+def _pair(value: object, name: str) -> tuple:
+    items = _sequence(value, name)
+    if len(items) != 2:
+        raise ValueError(f"PriorConfig.{name} must be a number or an (h, w) pair, got {value!r}")
+    return tuple(items)
+
+
+def _real(value: object, name: str) -> float:
+    if not _is_real(value):
+        raise TypeError(f"PriorConfig.{name} must be a number, got {value!r} of type {type(value).__name__}")
+    return float(value)
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"PriorConfig.{name} must be an int (or an (h, w) pair of ints), got {value!r} "
+                        f"of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"PriorConfig.{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _size(value: object, name: str) -> int | tuple[int, int]:
+    """An int (square) or an (h, w) pair of ints, as plain Python ints (numpy integers accepted)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return _positive_int(value, name)
+    if _is_real(value):  # a float such as 38.0: refuse rather than guess
+        raise TypeError(f"PriorConfig.{name} must be an int (or an (h, w) pair of ints), got {value!r}")
+    height, width = _pair(value, name)
+    return (_positive_int(height, name), _positive_int(width, name))
 
 
 def _as_pair(value: int | float | Sequence[int | float]) -> tuple:
@@ -95,20 +147,24 @@ class PriorConfig:
         # fail the `clip is True` test in build(), silently turning clipping off.
         if not (isinstance(self.clip, bool) or self.clip == "wh"):
             raise ValueError(f"PriorConfig.clip must be True, False or 'wh', got {self.clip!r}")
-        # Normalise nested lists to tuples so configs are hashable and compare by value.
+        # Normalise to plain Python numbers and tuples, so configs are hashable, compare by
+        # value and reach the C++ op as ints/floats (numpy integers and floats are accepted).
         object.__setattr__(self, "feature_map_sizes", tuple(
-            f if isinstance(f, int) else tuple(f) for f in self.feature_map_sizes))
-        object.__setattr__(self, "min_sizes", tuple(float(s) for s in self.min_sizes))
+            _size(f, f"feature_map_sizes[{i}]") for i, f in enumerate(self.feature_map_sizes)))
+        object.__setattr__(self, "image_size", _size(self.image_size, "image_size"))
+        object.__setattr__(self, "min_sizes", tuple(
+            _real(s, f"min_sizes[{i}]") for i, s in enumerate(self.min_sizes)))
         if self.max_sizes is not None:
             object.__setattr__(self, "max_sizes", tuple(
-                None if s is None else float(s) for s in self.max_sizes))
+                None if s is None else _real(s, f"max_sizes[{i}]") for i, s in enumerate(self.max_sizes)))
         object.__setattr__(self, "aspect_ratios", tuple(
-            tuple(float(r) for r in ratios) for ratios in self.aspect_ratios))
+            tuple(_real(r, f"aspect_ratios[{i}]") for r in _sequence(ratios, f"aspect_ratios[{i}]"))
+            for i, ratios in enumerate(self.aspect_ratios)))
         if self.steps is not None:
             object.__setattr__(self, "steps", tuple(
-                s if isinstance(s, (int, float)) else tuple(s) for s in self.steps))
-        if not isinstance(self.image_size, int):
-            object.__setattr__(self, "image_size", tuple(self.image_size))
+                _real(s, f"steps[{i}]") if _is_real(s) else
+                tuple(_real(v, f"steps[{i}]") for v in _pair(s, f"steps[{i}]"))
+                for i, s in enumerate(self.steps)))
 
     @property
     def num_levels(self) -> int:
@@ -225,6 +281,19 @@ SSD_SMALL_160 = config_from_scales(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,)), s_min=0.1, s_max=0.9,
 )
 
+# RFB Net (Liu, Huang and Wang, ECCV 2018; the authors' data/config.py VOC_300, VOC_512,
+# COCO_300, COCO_512): the same sizes, steps and clipping as SSD's presets, but six boxes per
+# cell (ratios 2 and 3) on every level but the last two: 11,620 priors at 300 px, 32,756 at 512.
+_RFB_RATIOS_300 = ((2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+_RFB_RATIOS_512 = ((2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+RFB300_VOC = dataclasses.replace(SSD300_VOC, aspect_ratios=_RFB_RATIOS_300)
+RFB300_COCO = dataclasses.replace(SSD300_COCO, aspect_ratios=_RFB_RATIOS_300)
+RFB512_VOC = dataclasses.replace(SSD512_VOC, aspect_ratios=_RFB_RATIOS_512)
+RFB512_COCO = dataclasses.replace(SSD512_COCO, aspect_ratios=_RFB_RATIOS_512)
+# The small RFB model (models/rfb.py, rfb_small): SSD_SMALL_160's sizes with ratios 2 and 3 on
+# the first four levels (3208 priors).
+RFB_SMALL_160 = dataclasses.replace(SSD_SMALL_160, aspect_ratios=((2, 3), (2, 3), (2, 3), (2, 3), (2,)))
+
 PRESETS: dict[str, PriorConfig] = {
     "ssd300_voc": SSD300_VOC,
     "ssd300_coco": SSD300_COCO,
@@ -232,11 +301,18 @@ PRESETS: dict[str, PriorConfig] = {
     "ssd512_voc": SSD512_VOC,
     "ssd512_coco": SSD512_COCO,
     "ssd_small_160": SSD_SMALL_160,
+    "rfb300_voc": RFB300_VOC,
+    "rfb300_coco": RFB300_COCO,
+    "rfb512_voc": RFB512_VOC,
+    "rfb512_coco": RFB512_COCO,
+    "rfb_small_160": RFB_SMALL_160,
 }
 
 
 def get_preset(name: str) -> PriorConfig:
     """The preset called ``name`` (case-insensitive; see ``PRESETS``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"prior preset name must be a str, one of {sorted(PRESETS)}; got {name!r}")
     try:
         return PRESETS[name.lower()]
     except KeyError:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .registry import check_width
+
 __all__ = ["SmallBackbone"]
 
 
@@ -37,7 +39,7 @@ class SmallBackbone(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        w = width
+        w = check_width(width, 2, type(self).__name__)
         self.stem = nn.Sequential(_conv_bn_relu(3, w // 2, 3, 2), _separable(w // 2, w, 2))  # /4
         self.stages = nn.ModuleList([
             nn.Sequential(_separable(w, 2 * w, 2), _separable(2 * w, 2 * w)),  # /8: 20x20

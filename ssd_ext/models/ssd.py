@@ -13,20 +13,40 @@ Inputs are normalised images as the backbone's weights expect (see docs/ARCHITEC
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .head import SSDHead
 from .priors import SSD300_VOC, SSD512_VOC, SSD_SMALL_160, PriorConfig, get_preset
+from .registry import build_model, check_num_classes, list_models, register_model
 from .small import SmallBackbone
 from .vgg import VGG16Backbone
 
-__all__ = ["SSD", "ssd300", "ssd512", "ssd_small", "build_model", "MODEL_NAMES"]
+__all__ = ["SSD", "SSDHead", "ssd300", "ssd512", "ssd_small", "build_model", "resolve_priors"]
+
+
+def _check_variances(variances: object) -> tuple[float, float]:
+    """Two positive finite numbers (center, size), or a clear error."""
+    values = tuple(variances) if isinstance(variances, (tuple, list)) else None
+    if (values is None or len(values) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+            or not all(math.isfinite(v) and v > 0 for v in values)):
+        raise ValueError(f"variances must be two positive finite numbers (center, size) such as "
+                         f"(0.1, 0.2), got {variances!r}")
+    return (float(values[0]), float(values[1]))
 
 
 class SSD(nn.Module):
     """Single Shot MultiBox Detector over any backbone returning a list of feature maps.
+
+    A detector is three parts: a backbone (images -> one feature map per level), a head
+    (:class:`SSDHead`, or any module with the same interface) and a :class:`PriorConfig`.
+    A new family (RFB Net, ``models/rfb.py``) brings its own backbone and prior preset and
+    reuses this class.
 
     Args:
         backbone: module mapping ``[B, 3, H, W]`` to one feature map per prior level.
@@ -35,33 +55,43 @@ class SSD(nn.Module):
             its ``feature_map_sizes`` must be what the backbone produces at ``image_size``.
         num_classes: classes including background (VOC 21, COCO 81).
         variances: the box coding variances used by ``detect`` (and the loss).
+        head: the multibox head; ``None`` builds ``SSDHead(in_channels,
+            prior_config.boxes_per_location, num_classes)``.
 
     Attributes:
         priors: ``[P, 4]`` cxcywh non-persistent buffer (follows ``.to(device)``, not saved).
-        loc, conf: ``nn.ModuleList`` of 3x3 head convs, one per level.
+        head: the :class:`SSDHead`. Its ``loc`` and ``conf`` ``nn.ModuleList`` s are registered
+            on the detector itself as ``loc`` / ``conf``, so state-dict keys stay ``loc.N.*`` /
+            ``conf.N.*`` (every checkpoint and converter written before the head was a separate
+            part keeps loading); ``head`` holds the same modules and is not registered twice.
     """
 
     def __init__(self, backbone: nn.Module, in_channels: Sequence[int], prior_config: PriorConfig,
-                 num_classes: int, variances: tuple[float, float] = (0.1, 0.2)) -> None:
+                 num_classes: int, variances: tuple[float, float] = (0.1, 0.2),
+                 head: SSDHead | None = None) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+        num_classes = check_num_classes(num_classes)
+        if not isinstance(prior_config, PriorConfig):
+            raise TypeError(f"prior_config must be a PriorConfig, got {type(prior_config).__name__}")
         if len(in_channels) != prior_config.num_levels:
             raise ValueError(
                 f"backbone gives {len(in_channels)} feature maps but the prior config has "
                 f"{prior_config.num_levels} levels"
             )
+        anchors = prior_config.boxes_per_location
+        if head is None:
+            head = SSDHead(in_channels, anchors, num_classes)
+        elif (list(head.boxes_per_location) != anchors or head.num_classes != num_classes):
+            raise ValueError(f"head has boxes_per_location {list(head.boxes_per_location)} and "
+                             f"{head.num_classes} classes; the priors need {anchors} and num_classes "
+                             f"is {num_classes}")
         self.backbone = backbone
         self.prior_config = prior_config
         self.num_classes = num_classes
-        self.variances = tuple(float(v) for v in variances)
-        anchors = prior_config.boxes_per_location
-        levels = list(zip(in_channels, anchors, strict=True))
-        self.loc = nn.ModuleList(nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in levels)
-        self.conf = nn.ModuleList(nn.Conv2d(c, a * num_classes, kernel_size=3, padding=1) for c, a in levels)
-        for conv in [*self.loc, *self.conf]:
-            nn.init.xavier_uniform_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        self.variances = _check_variances(variances)
+        self.loc = head.loc
+        self.conf = head.conf
+        object.__setattr__(self, "head", head)  # a plain attribute: its modules are registered above
         self.register_buffer("priors", prior_config.build(), persistent=False)
 
     @property
@@ -92,18 +122,51 @@ class SSD(nn.Module):
                 f"the backbone produced feature maps {sizes} but the priors expect {expected}; "
                 f"feed images of size {self.image_size} (h, w) or use a matching PriorConfig"
             )
-        batch = features[0].shape[0]
-        locs, confs = [], []
-        for feature, loc_head, conf_head in zip(features, self.loc, self.conf, strict=True):
-            locs.append(loc_head(feature).permute(0, 2, 3, 1).reshape(batch, -1, 4))
-            confs.append(conf_head(feature).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
-        return torch.cat(locs, dim=1), torch.cat(confs, dim=1)
+        return self.head(features)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``images [B, 3, H, W]`` -> ``(loc [B, P, 4], conf_logits [B, P, C])``."""
+    def check_images(self, images: object) -> None:
+        """Raise a TypeError/ValueError naming ``images``, what was expected and what came,
+        unless ``images`` is a ``[B, 3, H, W]`` floating-point tensor on the model's device with
+        the model's dtype (any floating dtype under autocast)."""
+        if not isinstance(images, Tensor):
+            kind = type(images)
+            raise TypeError(f"images must be a torch.Tensor [B, 3, H, W], got "
+                            f"{kind.__module__}.{kind.__qualname__}")
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
-        return self.head_outputs(self.backbone(images))
+        parameter = next(self.parameters(), None)
+        expected_dtype = parameter.dtype if parameter is not None else torch.float32
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor ({expected_dtype}, the model's dtype), "
+                            f"got {images.dtype}")
+        if parameter is None:
+            return
+        if images.device != parameter.device:
+            raise ValueError(f"images are on {images.device} but the model is on {parameter.device}; "
+                             f"move one of them (images.to({str(parameter.device)!r}))")
+        if images.dtype != expected_dtype and not torch.is_autocast_enabled(images.device.type):
+            raise TypeError(f"images have dtype {images.dtype} but the model's parameters are "
+                            f"{expected_dtype}; cast the images (images.to({expected_dtype})) or the model "
+                            f"(model.to({images.dtype})), or run under torch.autocast")
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images [B, 3, H, W]`` -> ``(loc [B, P, 4], conf_logits [B, P, C])``.
+
+        ``B`` may be 0 (empty outputs ``[0, P, 4]`` / ``[0, P, C]``).
+        """
+        self.check_images(images)
+        size = tuple(images.shape[-2:])
+        if size == self.image_size:
+            features = self.backbone(images)
+        else:
+            # Another size may still give the priors' feature maps (head_outputs checks); one
+            # too small for the backbone's strides fails inside a pooling or conv layer.
+            try:
+                features = self.backbone(images)
+            except RuntimeError as error:
+                raise ValueError(f"images of size {size} (h, w) do not fit this model: the priors "
+                                 f"were made for {self.image_size} ({error})") from error
+        return self.head_outputs(features)
 
     @torch.no_grad()
     def detect(self, images: Tensor, score_threshold: float = 0.01, iou_threshold: float = 0.45,
@@ -157,6 +220,7 @@ class SSD(nn.Module):
 
 
 def _resolve(priors: PriorConfig | str | None, default: PriorConfig) -> PriorConfig:
+    """``priors`` as a PriorConfig: itself, the preset of that name, or ``default`` for None."""
     if priors is None:
         return default
     if isinstance(priors, str):
@@ -166,32 +230,33 @@ def _resolve(priors: PriorConfig | str | None, default: PriorConfig) -> PriorCon
     return priors
 
 
+resolve_priors = _resolve  # the public name, for other families' factories
+
+
+@register_model("ssd300")
 def ssd300(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """SSD300 with the paper's VGG16 base (6 levels, [4, 6, 6, 6, 4, 4] boxes; 8732 priors)."""
     backbone = VGG16Backbone("ssd300")
-    return SSD(backbone, backbone.out_channels, _resolve(priors, SSD300_VOC), num_classes)
+    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD300_VOC), num_classes)
 
 
+@register_model("ssd512")
 def ssd512(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """SSD512 with the paper's VGG16 base (7 levels, [4, 6, 6, 6, 6, 4, 4] boxes; 24564 priors)."""
     backbone = VGG16Backbone("ssd512")
-    return SSD(backbone, backbone.out_channels, _resolve(priors, SSD512_VOC), num_classes)
+    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD512_VOC), num_classes)
 
 
+@register_model("ssd_small")
 def ssd_small(num_classes: int = 21, priors: PriorConfig | str | None = None, width: int = 32) -> SSD:
     """Small CPU-friendly SSD: 160 px input, 5 levels, 2408 priors (``SSD_SMALL_160``)."""
     backbone = SmallBackbone(width)
-    return SSD(backbone, backbone.out_channels, _resolve(priors, SSD_SMALL_160), num_classes)
+    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD_SMALL_160), num_classes)
 
 
-_FACTORIES = {"ssd300": ssd300, "ssd512": ssd512, "ssd_small": ssd_small}
-MODEL_NAMES = tuple(_FACTORIES)
-
-
-def build_model(name: str, num_classes: int, priors: PriorConfig | str | None = None, **kwargs) -> SSD:
-    """Build ``"ssd300"``, ``"ssd512"`` or ``"ssd_small"`` (extra ``kwargs`` go to the factory)."""
-    try:
-        factory = _FACTORIES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}") from None
-    return factory(num_classes=num_classes, priors=priors, **kwargs)
+def __getattr__(name: str) -> object:
+    # MODEL_NAMES is derived from the registry on every access, so it lists every family
+    # registered so far (models/__init__.py imports them all).
+    if name == "MODEL_NAMES":
+        return tuple(list_models())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

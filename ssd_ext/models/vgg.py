@@ -14,6 +14,8 @@ Module names mirror ssd.pytorch so checkpoints map with a short, readable table
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,9 +31,9 @@ _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M"
 class L2Norm(nn.Module):
     """Channel-wise L2 normalisation with a learned per-channel scale (ParseNet, SSD's conv4_3).
 
-    ``y = weight[c] * x / max(||x||_2 over channels, eps)``; computed in float32 whatever the
-    input dtype (the norm of 512 bf16 channels loses too much precision), returned in the
-    input's dtype.
+    ``y = weight[c] * x / max(||x||_2 over channels, eps)``; computed in float32 or better
+    (float16/bfloat16 inputs in float32, since the norm of 512 half-precision channels loses too
+    much precision; float64 stays float64), returned in the input's dtype.
     """
 
     def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10) -> None:
@@ -40,8 +42,9 @@ class L2Norm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        normalised = F.normalize(x.float(), p=2.0, dim=1, eps=self.eps)
-        return (normalised * self.weight.float().view(1, -1, 1, 1)).to(x.dtype)
+        math_dtype = torch.promote_types(x.dtype, torch.float32)
+        normalised = F.normalize(x.to(math_dtype), p=2.0, dim=1, eps=self.eps)
+        return (normalised * self.weight.to(math_dtype).view(1, -1, 1, 1)).to(x.dtype)
 
 
 def vgg16_base_layers() -> list[nn.Module]:
@@ -100,36 +103,72 @@ def _extras(variant: str) -> nn.ModuleList:
 
 
 class VGG16Backbone(nn.Module):
-    """SSD's VGG16 feature extractor: returns the feature maps the heads read.
+    """SSD's VGG16 feature extractor, built from replaceable parts.
 
     SSD300 (300 px): 6 maps, channels [512, 1024, 512, 256, 256, 256], sizes 38, 19, 10, 5, 3, 1.
     SSD512 (512 px): 7 maps, channels [512, 1024, 512, 256, 256, 256, 256], sizes 64 ... 1.
-    The first map is conv4_3 after L2Norm; the second is fc7.
+
+    Parts (``forward`` is the same for every variant; a family such as RFB Net passes its own):
+
+    - ``vgg``: the 35 base layers (conv1_1 ... fc7's ReLU). Two taps: after index
+      :data:`CONV4_3_RELU_INDEX` (conv4_3's ReLU) and at the end (fc7's ReLU).
+    - the conv4_3 part (``conv4_3_part``; registered as ``conv4_3_name``, default ``"l2norm"``):
+      maps the conv4_3 tap to the first feature map; the trunk continues from the *raw* conv4_3
+      output. SSD: :class:`L2Norm`.
+    - ``fc7_part``: maps the fc7 tap to the second feature map, and the trunk continues from its
+      output. SSD: ``nn.Identity`` (no parameters, so no state-dict keys).
+    - ``extras``: ``nn.ModuleList``; each block maps the previous map to the next feature map.
+
+    Args:
+        variant: ``"ssd300"`` or ``"ssd512"``: the default extras (and the SSD parts).
+        conv4_3_part, fc7_part, extras: replace the SSD parts (``None`` keeps them).
+        conv4_3_name: attribute (and state-dict prefix) of the conv4_3 part.
+        out_channels: channels of each feature map; required when ``conv4_3_part``,
+            ``fc7_part`` or ``extras`` is given.
     """
 
-    def __init__(self, variant: str = "ssd300") -> None:
+    def __init__(self, variant: str = "ssd300", *, conv4_3_part: nn.Module | None = None,
+                 fc7_part: nn.Module | None = None, extras: Sequence[nn.Module] | None = None,
+                 conv4_3_name: str = "l2norm", out_channels: Sequence[int] | None = None) -> None:
         super().__init__()
+        if variant not in ("ssd300", "ssd512"):
+            raise ValueError(f"variant must be 'ssd300' or 'ssd512', got {variant!r}")
+        custom = conv4_3_part is not None or fc7_part is not None or extras is not None
+        if custom and out_channels is None:
+            raise ValueError("VGG16Backbone: out_channels is required when parts are replaced")
         self.variant = variant
+        self.conv4_3_name = conv4_3_name
         self.vgg = nn.Sequential(*vgg16_base_layers())
-        self.l2norm = L2Norm(512, scale=20.0)
-        self.extras = _extras(variant)
-        self.out_channels = [512, 1024] + [block[2].out_channels for block in self.extras]
-        self.reset_parameters()
+        self.add_module(conv4_3_name, conv4_3_part if conv4_3_part is not None else L2Norm(512, scale=20.0))
+        self.fc7_part = fc7_part if fc7_part is not None else nn.Identity()
+        self.extras = nn.ModuleList(extras) if extras is not None else _extras(variant)
+        if out_channels is None:
+            out_channels = [512, 1024] + [block[2].out_channels for block in self.extras]
+        self.out_channels = [int(c) for c in out_channels]
+        if len(self.out_channels) != 2 + len(self.extras):
+            raise ValueError(f"VGG16Backbone: {len(self.out_channels)} out_channels for "
+                             f"{2 + len(self.extras)} feature maps")
+        if not custom:
+            self.reset_parameters()
+
+    @property
+    def conv4_3_part(self) -> nn.Module:
+        return getattr(self, self.conv4_3_name)
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform convs with zero bias (as ssd.pytorch and torchvision); scale 20."""
+        """Xavier-uniform convs with zero bias (as ssd.pytorch and torchvision); L2Norm scale 20."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.l2norm.weight, 20.0)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, L2Norm):
+                nn.init.constant_(module.weight, 20.0)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        features = []
-        for index, layer in enumerate(self.vgg):
-            x = layer(x)
-            if index == CONV4_3_RELU_INDEX:
-                features.append(self.l2norm(x))
+        x = self.vgg[:CONV4_3_RELU_INDEX + 1](x)
+        features = [self.conv4_3_part(x)]
+        x = self.fc7_part(self.vgg[CONV4_3_RELU_INDEX + 1:](x))
         features.append(x)
         for block in self.extras:
             x = block(x)

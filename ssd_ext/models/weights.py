@@ -26,6 +26,16 @@ torchvision ``ssd300_vgg16``::
     loc.L.*                   <- head.regression_head.module_list.L.*
     conf.L.*                  <- head.classification_head.module_list.L.*
 
+RFBNet (the authors' ``RFB_Net_vgg.py``; see :func:`from_rfbnet`)::
+
+    backbone.vgg.N.*                    <- base.N.*
+    backbone.rfb_s.*                    <- Norm.*            (RFB-s on conv4_3)
+    backbone.fc7_part.*                 <- extras.0.*        (the RFB on fc7)
+    backbone.extras.{K}.*               <- extras.{K+1}.*    (strided RFBs, K < R-1)
+    backbone.extras.{R-1+P}.{0,1}.*     <- extras.{R+2P}.*, extras.{R+2P+1}.*   (1x1 / kxk conv pairs)
+    (inside blocks) branches.K.J, merge <- branchK.J, ConvLinear
+    loc.L.*, conf.L.*                   <- loc.L.*, conf.L.*
+
 VGG16 ImageNet backbones (only ``backbone.vgg`` is loaded):
 
 - torchvision ``vgg16`` (``features.N.*`` for N = 0..28, ``classifier.{0,3}.*``): conv layers keep
@@ -67,6 +77,8 @@ __all__ = [
     "to_ssd_pytorch",
     "from_torchvision_ssd300",
     "to_torchvision_ssd300",
+    "from_rfbnet",
+    "to_rfbnet",
     "load_weights",
 ]
 
@@ -121,8 +133,22 @@ def _unwrap(loaded: Any, source: str) -> StateDict:
     for key, value in loaded.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
             raise WeightLoadError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        _check_tensor_kind(key, value, source)
         state[key[len("module."):] if key.startswith("module.") else key] = value
     return state
+
+
+def _check_tensor_kind(key: str, value: Tensor, source: str) -> None:
+    """Refuse tensors that cannot be copied into a parameter as they are: sparse (or any
+    non-strided layout), meta (no data), quantized."""
+    if value.layout != torch.strided:
+        raise WeightLoadError(f"{source}: {key} is a {value.layout} tensor; weights must be dense "
+                              "(torch.strided); convert it with .to_dense() first")
+    if value.is_meta:
+        raise WeightLoadError(f"{source}: {key} is a meta tensor (a shape without data); the file "
+                              "was saved from a model that was never materialised")
+    if value.is_quantized:
+        raise WeightLoadError(f"{source}: {key} is a quantized tensor ({value.dtype}); dequantize it first")
 
 
 def _as_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> StateDict:
@@ -140,17 +166,35 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], sour
                             allow_missing: tuple[str, ...] = ()) -> None:
     """``module.load_state_dict(state)`` with one clear error for every kind of mismatch.
 
-    Keys starting with a prefix in ``allow_missing`` may be absent (they keep their values).
+    All or nothing: every entry is checked (keys, shapes, tensor kinds and dtypes) before
+    anything is copied, so a failed load leaves the module as it was. Keys starting with a
+    prefix in ``allow_missing`` may be absent (they keep their values).
 
     Raises:
-        WeightLoadError: listing missing keys, unexpected keys and shape mismatches.
+        WeightLoadError: listing missing keys, unexpected keys, shape mismatches and entries
+            that cannot be copied (not tensors, sparse/meta/quantized, complex into real).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
-    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-                   for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong_shape:
+    wrong_shape, wrong_kind = [], []
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if not isinstance(value, Tensor):
+            wrong_kind.append(f"{key} (a {type(value).__name__}, not a tensor)")
+            continue
+        try:
+            _check_tensor_kind(key, value, source)
+        except WeightLoadError as error:
+            wrong_kind.append(str(error).split(": ", 1)[1])
+            continue
+        if value.shape != own[key].shape:
+            wrong_shape.append(f"{key} (file {tuple(value.shape)}, model {tuple(own[key].shape)})")
+        elif value.is_complex() and not own[key].is_complex():
+            wrong_kind.append(f"{key} is complex ({value.dtype}) but the model's is {own[key].dtype}; "
+                              "copying would drop the imaginary part")
+    if missing or unexpected or wrong_shape or wrong_kind:
         parts = [f"{source} does not fit {type(module).__name__}:"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
@@ -158,18 +202,25 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], sour
             parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
         if wrong_shape:
             parts.append(f"shape mismatches ({len(wrong_shape)}): {_describe(wrong_shape)}")
+        if wrong_kind:
+            parts.append(f"tensors that cannot be loaded ({len(wrong_kind)}): {_describe(wrong_kind)}")
         raise WeightLoadError("\n  ".join(parts))
-    module.load_state_dict(state, strict=False)
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # not expected after the checks above; never a bare RuntimeError
+        raise WeightLoadError(f"{source}: loading into {type(module).__name__} failed: {error}") from error
 
 
 # ---------------------------------------------------------------------------- format detection
 
 def detect_format(state: Mapping[str, Tensor]) -> str:
     """Which layout a state dict has: ``"ssd_ext"``, ``"ssd_pytorch"``, ``"torchvision_ssd300"``,
-    ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``."""
-    keys = set(state)
+    ``"rfbnet"``, ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``."""
+    keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
     if any(k.startswith("backbone.vgg.") for k in keys) or any(k.startswith("backbone.stem.") for k in keys):
         return "ssd_ext"
+    if any(k.startswith(("base.", "Norm.branch")) for k in keys):
+        return "rfbnet"
     if "backbone.scale_weight" in keys or any(k.startswith("head.regression_head.") for k in keys):
         return "torchvision_ssd300"
     if "L2Norm.weight" in keys or any(k.startswith("vgg.") for k in keys):
@@ -361,6 +412,98 @@ def to_torchvision_ssd300(state: Mapping[str, Tensor]) -> StateDict:
     return converted
 
 
+# ---------------------------------------------------------------------------- RFBNet (the authors' code)
+
+_RFB_BLOCK_RENAMES = ((re.compile(r"branch(\d+)\."), r"branches.\1."),
+                      (re.compile(r"ConvLinear\."), "merge."))
+_RFB_BLOCK_RENAMES_BACK = ((re.compile(r"branches\.(\d+)\."), r"branch\1."),
+                           (re.compile(r"merge\."), "ConvLinear."))
+
+
+def _rename_block(rest: str, renames: tuple) -> str:
+    for pattern, replacement in renames:
+        if pattern.match(rest):
+            return pattern.sub(replacement, rest, count=1)
+    return rest
+
+
+def _rfbnet_block_count(keys, pattern: str) -> int:
+    """How many leading extras entries are RFB blocks (they hold branches; the rest are convs)."""
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def from_rfbnet(source: str | os.PathLike | Mapping[str, Tensor]) -> StateDict:
+    """Convert a checkpoint of the authors' RFB Net (``models/RFB_Net_vgg.py``, RFB Net300 or
+    RFB Net512) to our ``rfb300`` / ``rfb512`` state dict (values shared, not copied).
+
+    Accepts a path or a state dict, with or without DataParallel's ``module.`` prefix. Their
+    layout: ``base.N`` (the VGG16 layers), ``Norm`` (RFB-s on conv4_3), ``extras.0`` (the RFB on
+    fc7), ``extras.1 .. extras.{R-1}`` (the strided RFBs; R = 3 at 300 px, 5 at 512), then single
+    ``BasicConv`` layers in 1x1 / kxk pairs, ``loc.L`` and ``conf.L``. Inside a block
+    ``branchK.J`` is our ``branches.K.J`` and ``ConvLinear`` our ``merge``; ``conv`` and ``bn``
+    keep their names. Checkpoints from PyTorch 0.4.0 lack BatchNorm's ``num_batches_tracked``:
+    it is filled with 0 (it only matters for ``momentum=None``). Keys that map nowhere come
+    back prefixed ``unmapped.`` so that loading reports them.
+
+    Raises:
+        FileNotFoundError, WeightLoadError: unreadable file or not a state dict.
+    """
+    state = _as_state_dict(source)
+    blocks = _rfbnet_block_count([k for k in state if ".branch" in k], r"extras\.(\d+)\.branch")
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key.startswith("base."):
+            new = "backbone.vgg." + key[len("base."):]
+        elif key.startswith("Norm."):
+            new = "backbone.rfb_s." + _rename_block(key[len("Norm."):], _RFB_BLOCK_RENAMES)
+        elif match := re.fullmatch(r"extras\.(\d+)\.(.+)", key):
+            index, rest = int(match.group(1)), match.group(2)
+            if index < blocks:
+                where = "backbone.fc7_part." if index == 0 else f"backbone.extras.{index - 1}."
+                new = where + _rename_block(rest, _RFB_BLOCK_RENAMES)
+            else:
+                pair, position = divmod(index - blocks, 2)
+                new = f"backbone.extras.{blocks - 1 + pair}.{position}.{rest}"
+        elif key.startswith(("loc.", "conf.")):
+            new = key
+        else:
+            new = "unmapped." + key
+        converted[new] = value
+    for key in list(converted):
+        if key.endswith(".bn.running_mean"):
+            tracked = key[: -len("running_mean")] + "num_batches_tracked"
+            converted.setdefault(tracked, torch.tensor(0, dtype=torch.long))
+    return converted
+
+
+def to_rfbnet(state: Mapping[str, Tensor]) -> StateDict:
+    """Our ``rfb300`` / ``rfb512`` state dict in the authors' key layout (inverse of :func:`from_rfbnet`)."""
+    blocks = 1 + _rfbnet_block_count([k for k in state if ".branches." in k],
+                                     r"backbone\.extras\.(\d+)\.branches")
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key.startswith("backbone.vgg."):
+            new = "base." + key[len("backbone.vgg."):]
+        elif key.startswith("backbone.rfb_s."):
+            new = "Norm." + _rename_block(key[len("backbone.rfb_s."):], _RFB_BLOCK_RENAMES_BACK)
+        elif key.startswith("backbone.fc7_part."):
+            new = "extras.0." + _rename_block(key[len("backbone.fc7_part."):], _RFB_BLOCK_RENAMES_BACK)
+        elif match := re.fullmatch(r"backbone\.extras\.(\d+)\.(.+)", key):
+            index, rest = int(match.group(1)), match.group(2)
+            if index < blocks - 1:
+                new = f"extras.{index + 1}." + _rename_block(rest, _RFB_BLOCK_RENAMES_BACK)
+            else:
+                position, _, rest = rest.partition(".")
+                new = f"extras.{blocks + 2 * (index - blocks + 1) + int(position)}.{rest}"
+        elif key.startswith(("loc.", "conf.")):
+            new = key
+        else:
+            raise WeightLoadError(f"key {key!r} has no RFBNet equivalent (is this an rfb300/rfb512 model?)")
+        converted[new] = value
+    return converted
+
+
 # ---------------------------------------------------------------------------- entry point
 
 def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor],
@@ -368,8 +511,9 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tens
     """Load a local weight file (or state dict) into ``model``, converting known layouts.
 
     ``layout``: ``"auto"`` (detect), ``"ssd_ext"`` (our own ``model.state_dict()``),
-    ``"ssd_pytorch"``, ``"torchvision_ssd300"``, ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``
-    (the last two load only the VGG16 base). Returns the layout used.
+    ``"ssd_pytorch"``, ``"torchvision_ssd300"``, ``"rfbnet"`` (the authors' RFB Net300/512),
+    ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"`` (the last two load only the VGG16 base).
+    Returns the layout used.
 
     Raises:
         FileNotFoundError, WeightLoadError (unreadable/unsafe file, unknown layout, or keys and
@@ -383,6 +527,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tens
         load_state_dict_checked(model, from_ssd_pytorch(state), "ssd.pytorch state dict")
     elif name == "torchvision_ssd300":
         load_state_dict_checked(model, from_torchvision_ssd300(state), "torchvision ssd300_vgg16 state dict")
+    elif name == "rfbnet":
+        load_state_dict_checked(model, from_rfbnet(state), "RFBNet state dict")
     elif name in ("torchvision_vgg16", "vgg16_reducedfc"):
         load_vgg16_backbone(model, state)
     else:
