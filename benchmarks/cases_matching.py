@@ -40,7 +40,7 @@ def _torchvision_match(boxes, labels, priors):
 
     matcher = SSDMatcher(0.5)
     coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
-    anchors = ref.boxes.cxcywh_to_xyxy(priors)
+    anchors = ref.cxcywh_to_xyxy(priors)
 
     def run():
         loc_targets, prior_labels = [], []

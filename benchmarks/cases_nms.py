@@ -105,7 +105,7 @@ def torchvision_postprocess(device: str, batch: int, num_classes: int):
     from torchvision.models.detection.ssd import SSD
 
     loc, conf, priors = _head_outputs(batch, num_classes, device)
-    anchors = ref.boxes.cxcywh_to_xyxy(priors) * 300
+    anchors = ref.cxcywh_to_xyxy(priors) * 300
     detector = SimpleNamespace(
         box_coder=det_utils.BoxCoder(weights=(1 / VARIANCES[0], 1 / VARIANCES[0],
                                               1 / VARIANCES[1], 1 / VARIANCES[1]),

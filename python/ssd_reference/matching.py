@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .boxes import _math_dtype, box_iou, cxcywh_to_xyxy, encode
+from .box_coding import cxcywh_to_xyxy, encode
+from .box_iou import _math_dtype, box_iou
 
 
 def _match_image(boxes: Tensor, labels: Tensor, priors: Tensor, iou_threshold: float,

@@ -6,7 +6,7 @@ import pytest
 import ssd_reference as ref
 import torch
 from conftest import DEVICES, assert_close_to_reference
-from ssd_reference.boxes import cxcywh_to_xyxy
+from ssd_reference.box_coding import cxcywh_to_xyxy
 
 from ssd_ext import ops
 
