@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+
 def _math_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype every reference op computes in for inputs of `dtype`: float64 for float64,
     float32 for everything else (float16/bfloat16 are upcast)."""

@@ -1,6 +1,6 @@
 """Reference SSD matching, hard negative mining and MultiBox loss, in plain PyTorch.
 
-Semantics (the contract the kernels are held to, DESIGN.md §4):
+Semantics (the contract the kernels are held to):
 
 match, per image:
 1. IoU between the ground truths (xyxy) and the priors (cxcywh, converted to xyxy), in

@@ -1,5 +1,6 @@
 """match: the fused batched matching + encoding op against the reference, hand-made cases
-(forced matches, shared best priors, the inclusive threshold, crowds), bad input, opcheck."""
+(forced matches, shared best priors, the inclusive threshold, crowds), bad input. opcheck and
+torch.compile: test_registration.py."""
 
 from __future__ import annotations
 
@@ -316,26 +317,3 @@ def test_kernel_checks_reach_python_as_value_errors():
         torch.ops.ssd_ext.match(boxes, labels, torch.tensor([0, 1], dtype=torch.int32), priors, 0.5, 0.1, 0.2)
     with pytest.raises(ValueError, match="iou_threshold"):
         torch.ops.ssd_ext.match(boxes, labels, torch.tensor([0, 1]), priors, 1.5, 0.1, 0.2)
-
-
-def test_opcheck(device):
-    generator = torch.Generator().manual_seed(0)
-    boxes = random_boxes(5, generator, min_size=0.05).to(device)
-    labels = torch.tensor([1, 2, 3, 4, 5], device=device)
-    offsets = torch.tensor([0, 2, 2, 5], device=device)
-    priors = ssd_priors("ssd300")[::40].contiguous().to(device)
-    torch.library.opcheck(torch.ops.ssd_ext.match.default, (boxes, labels, offsets, priors, 0.5, 0.1, 0.2))
-
-
-def test_torch_compile_fullgraph():
-    priors = ssd_priors("ssd300")[::10].contiguous()
-
-    def positives(box_a, box_b, labels_a, labels_b):
-        _, labels = ops.match([box_a, box_b], [labels_a, labels_b], priors)
-        return (labels > 0).sum(dim=1)
-
-    generator = torch.Generator().manual_seed(1)
-    (box_a, box_b), (labels_a, labels_b) = random_batch([3, 4], generator, min_size=0.05)
-    compiled = torch.compile(positives, fullgraph=True, backend="aot_eager")
-    args = (box_a, box_b, labels_a, labels_b)
-    assert torch.equal(compiled(*args), positives(*args))
