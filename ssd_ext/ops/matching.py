@@ -1,11 +1,8 @@
 """Matching ops: batched SSD matching + target encoding, and hard negative mining.
 
-Semantics are ``ssd_reference.matching`` (its module docstring states the rules; see also
-docs/ARCHITECTURE.md "Matching, mining and the loss"): each prior takes its best-IoU
-ground truth, a deterministic greedy bipartite pass gives every overlapping ground truth its
-own prior, priors are positive when forced or when IoU >= ``iou_threshold``; mining keeps
-the positives plus the ``min(max(ratio * pos, min_negatives), neg)`` highest-loss negatives
-of each image, ties to the lower index, NaN losses ranked highest.
+The rules are stated once, in the module docstring of ``ssd_reference.matching`` (with the
+design notes in docs/ARCHITECTURE.md "Matching, mining and the loss"); CPU, CUDA and the
+reference give the same labels.
 """
 
 from __future__ import annotations
