@@ -207,3 +207,28 @@ def test_torch_compile_fullgraph(name):
 
 def test_every_registered_op_is_in_the_table():
     assert set(OPCHECK) == set(registered_ops())
+
+
+def _meta(*shape, dtype=torch.float32):
+    return torch.zeros(*shape, dtype=dtype, device="meta")
+
+
+# A direct call on meta tensors runs the fake kernel: it states the wrapper's rules in the
+# wrapper's words.
+FAKE_ERRORS = [
+    ("box_iou", (_meta(3, 5), _meta(2, 4)), ValueError, "boxes1 must have a last dimension of size 4"),
+    ("encode", (_meta(2, 4), _meta(3, 4), [0.1, 0.2]), ValueError, "priors must have the shape of"),
+    ("nms", (_meta(3, 4), _meta(2), 0.5, -1), ValueError, "scores must have shape"),
+    ("batched_nms", (_meta(3, 4), _meta(3), _meta(3, dtype=torch.int32), 0.5, -1), TypeError,
+     "idxs must be an int64 tensor"),
+    ("hard_negative_mining", (_meta(2, 3), _meta(2, 4, dtype=torch.int64), 3, 0), ValueError,
+     "labels must have the shape of conf_loss"),
+    ("detect", (_meta(1, 5, 4), _meta(1, 5, 3), _meta(4, 4), 0.01, 0.45, 10, 10, 0.1, 0.2), ValueError,
+     "priors must have P = 5"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "error", "match"), FAKE_ERRORS, ids=[row[0] for row in FAKE_ERRORS])
+def test_fake_kernels_raise_the_wrappers_errors(name, args, error, match):
+    with pytest.raises(error, match=match):
+        getattr(torch.ops.ssd_ext, name).default(*args)
