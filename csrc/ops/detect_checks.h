@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "common_checks.h"
-#include "nms_checks.h"
+#include "nms_checks.h"  // check_iou_threshold: detect runs the same NMS per class
 
 namespace ssd_ext {
 
