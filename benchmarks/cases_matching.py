@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ssd_reference as ref
 import torch
+from ssd_reference.testing import random_boxes
 
 from benchmarks.harness import Case
 from ssd_ext import ops
@@ -26,9 +27,7 @@ def _ground_truth(batch: int, count: int, device: str, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     boxes, labels = [], []
     for _ in range(batch):
-        wh = 0.03 + 0.5 * torch.rand(count, 2, generator=generator)
-        x1y1 = torch.rand(count, 2, generator=generator) * (1 - wh)
-        boxes.append(torch.cat([x1y1, x1y1 + wh], dim=1).to(device))
+        boxes.append(random_boxes(count, generator, min_size=0.03, max_size=0.53).to(device))
         labels.append(torch.randint(1, 21, (count,), generator=generator).to(device))
     return boxes, labels
 
@@ -40,7 +39,7 @@ def _torchvision_match(boxes, labels, priors):
 
     matcher = SSDMatcher(0.5)
     coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
-    anchors = ref.boxes.cxcywh_to_xyxy(priors)
+    anchors = ref.cxcywh_to_xyxy(priors)
 
     def run():
         loc_targets, prior_labels = [], []

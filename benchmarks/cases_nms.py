@@ -1,32 +1,20 @@
-"""Benchmark cases of the NMS family: nms, batched_nms and the fused SSD detect, against the
-reference and torchvision (torchvision.ops.nms / batched_nms, and SSD.postprocess_detections
-on the same head outputs, priors and thresholds for detect)."""
+"""Benchmark cases of nms and batched_nms against the reference and torchvision.ops.nms /
+batched_nms."""
 
 from __future__ import annotations
 
-import functools
-import math
-from types import SimpleNamespace
-
 import ssd_reference as ref
 import torch
+from ssd_reference.testing import random_boxes
 
 from benchmarks.harness import Case
 from ssd_ext import ops
-from ssd_ext.models import SSD300_VOC
 
 IOU_THRESHOLD = 0.45
-SCORE_THRESHOLD = 0.01
-CANDIDATES_PER_CLASS = 400
-MAX_DETECTIONS = 200
-VARIANCES = (0.1, 0.2)
 
 
 def _random_boxes(count: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    xy = torch.rand(count, 2, generator=generator)
-    wh = 0.02 + 0.3 * torch.rand(count, 2, generator=generator)
-    return torch.cat([xy, xy + wh], dim=1)
+    return random_boxes(count, torch.Generator().manual_seed(seed), min_size=0.02, max_size=0.32)
 
 
 def _unique_scores(count: int, seed: int) -> torch.Tensor:
@@ -83,77 +71,10 @@ def _batched_nms_case(n: int, classes: int, quick: bool, with_reference: bool) -
     return Case("batched_nms", f"N={n}, {classes} classes", impls, quick=quick)
 
 
-@functools.lru_cache(maxsize=1)
-def ssd300_priors() -> torch.Tensor:
-    """The 8732 SSD300 priors (cxcywh, normalised)."""
-    return SSD300_VOC.build()
-
-
-def _head_outputs(batch: int, num_classes: int, device: str):
-    generator = torch.Generator().manual_seed(batch * 1000 + num_classes)
-    priors = ssd300_priors()
-    loc = torch.randn(batch, priors.shape[0], 4, generator=generator)
-    conf = 3 * torch.randn(batch, priors.shape[0], num_classes, generator=generator)
-    return loc.to(device), conf.to(device), priors.to(device)
-
-
-def torchvision_postprocess(device: str, batch: int, num_classes: int):
-    """torchvision's SSD.postprocess_detections, called unbound with the attributes it reads,
-    on the same head outputs: anchors are our priors as xyxy pixels of a 300x300 image, and the
-    box coder's weights (10, 10, 5, 5) are 1 / variances, so it decodes the same boxes."""
-    from torchvision.models.detection import _utils as det_utils
-    from torchvision.models.detection.ssd import SSD
-
-    loc, conf, priors = _head_outputs(batch, num_classes, device)
-    anchors = ref.boxes.cxcywh_to_xyxy(priors) * 300
-    detector = SimpleNamespace(
-        box_coder=det_utils.BoxCoder(weights=(1 / VARIANCES[0], 1 / VARIANCES[0],
-                                              1 / VARIANCES[1], 1 / VARIANCES[1]),
-                                     bbox_xform_clip=math.log(1000.0 / 16)),
-        score_thresh=SCORE_THRESHOLD,
-        topk_candidates=CANDIDATES_PER_CLASS,
-        nms_thresh=IOU_THRESHOLD,
-        detections_per_img=MAX_DETECTIONS,
-    )
-    head_outputs = {"bbox_regression": loc, "cls_logits": conf}
-    image_anchors = [anchors] * batch
-    image_shapes = [(300, 300)] * batch
-    return lambda: SSD.postprocess_detections(detector, head_outputs, image_anchors, image_shapes)
-
-
-def _detect_case(batch: int, num_classes: int, quick: bool, with_reference: bool) -> Case:
-    kwargs = dict(score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,
-                  candidates_per_class=CANDIDATES_PER_CLASS, max_detections=MAX_DETECTIONS,
-                  variances=VARIANCES)
-
-    def ours(device):
-        loc, conf, priors = _head_outputs(batch, num_classes, device)
-        return lambda: ops.detect(loc, conf, priors, **kwargs)
-
-    def reference(device):
-        loc, conf, priors = _head_outputs(batch, num_classes, device)
-        return lambda: ref.detect(loc, conf, priors, **kwargs)
-
-    def torchvision_impl(device):
-        return torchvision_postprocess(device, batch, num_classes)
-
-    impls = {"ssd_ext": ours, "torchvision SSD postprocess": torchvision_impl}
-    if with_reference:
-        impls["reference"] = reference
-    name = {21: "VOC", 81: "COCO"}[num_classes]
-    return Case("detect", f"SSD300, B={batch}, {name} ({num_classes} classes)", impls, quick=quick)
-
-
 CASES = [
     _nms_case(1000, quick=True, with_reference=True),
     _nms_case(5000, quick=True, with_reference=True),
     _nms_case(20000, quick=False, with_reference=False),
     _batched_nms_case(5000, 20, quick=True, with_reference=True),
     _batched_nms_case(20000, 80, quick=False, with_reference=False),
-    _detect_case(1, 21, quick=True, with_reference=True),
-    _detect_case(8, 21, quick=True, with_reference=False),
-    _detect_case(1, 81, quick=False, with_reference=True),
-    _detect_case(8, 81, quick=False, with_reference=False),
-    _detect_case(32, 21, quick=False, with_reference=False),
-    _detect_case(32, 81, quick=False, with_reference=False),
 ]

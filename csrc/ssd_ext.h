@@ -31,7 +31,8 @@ inline at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
 
 // Batched SSD matching + encoding. Ground truth in CSR form: gt_boxes [N, 4] xyxy,
 // gt_labels [N] int64, gt_offsets [B + 1] int64; priors [P, 4] cxcywh. Returns
-// (loc_targets [B, P, 4], labels [B, P] int64). See DESIGN.md §4 for the semantics.
+// (loc_targets [B, P, 4], labels [B, P] int64). The rules are python/ssd_reference/matching.py
+// and docs/ARCHITECTURE.md "Matching, mining and the loss".
 inline std::tuple<at::Tensor, at::Tensor> match(
     const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const at::Tensor& gt_offsets,
     const at::Tensor& priors, double iou_threshold = 0.5, double variance_center = 0.1,

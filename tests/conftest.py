@@ -1,9 +1,11 @@
-"""Shared fixtures: the devices to test on, and random box generators."""
+"""Shared fixtures: the devices to test on, and the random box generators of
+ssd_reference.testing (shared with the benchmarks)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from ssd_reference.testing import random_boxes, random_priors  # noqa: F401  (shared generators)
 
 import ssd_ext  # noqa: F401  (loads the ops)
 
@@ -20,21 +22,7 @@ def device(request) -> str:
     return request.param
 
 
-def random_boxes(
-    count: int,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-    min_size: float = 0.0,
-    max_size: float = 0.5,
-) -> torch.Tensor:
-    """``[count, 4]`` valid xyxy boxes in [0, 1] with sides in [min_size, max_size]."""
-    xy = torch.rand(count, 2, generator=generator, dtype=torch.float64)
-    wh = min_size + (max_size - min_size) * torch.rand(count, 2, generator=generator, dtype=torch.float64)
-    x1y1 = xy * (1 - wh)
-    return torch.cat([x1y1, x1y1 + wh], dim=1).to(dtype)
-
-
 def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5,
                               atol: float = 1e-6) -> None:
-    """Float outputs within 1e-5 relative of the reference (DESIGN.md §5)."""
+    """Float outputs within 1e-5 relative of the reference (docs/ARCHITECTURE.md "Testing")."""
     torch.testing.assert_close(actual.cpu(), expected.cpu(), rtol=rtol, atol=atol, equal_nan=True)

@@ -1,5 +1,5 @@
-"""The build reports what it compiled, and every op of DESIGN.md that exists is registered
-for the CPU and, when compiled, CUDA."""
+"""The build reports what it compiled, and every registered op has a kernel for the CPU and,
+when compiled, CUDA."""
 
 from __future__ import annotations
 

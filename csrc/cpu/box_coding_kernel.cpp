@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "../box_math.h"
-#include "../ops/box_coding.h"
+#include "../ops/box_coding_checks.h"
 
 namespace ssd_ext {
 namespace {

@@ -15,7 +15,7 @@
 #endif
 
 #include "../box_math.h"
-#include "../ops/box_iou.h"
+#include "../ops/box_iou_checks.h"
 
 namespace ssd_ext {
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../box_math.h"
-#include "../ops/matching.h"
+#include "../ops/matching_checks.h"
 
 namespace ssd_ext {
 namespace {
@@ -40,46 +40,69 @@ struct Columns {
   }
 };
 
-template <typename scalar_t>
-void match_cpu_impl(
-    const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const int64_t* offsets,
-    const at::Tensor& priors, double iou_threshold, double variance_center,
-    double variance_size, at::Tensor& loc_out, at::Tensor& labels_out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t batch = labels_out.size(0);
-  const int64_t num_priors = priors.size(0);
-  const int64_t total_gt = gt_boxes.size(0);
-  const scalar_t* gt = gt_boxes.const_data_ptr<scalar_t>();
-  const int64_t* gt_label = gt_labels.const_data_ptr<int64_t>();
-  const scalar_t* prior = priors.const_data_ptr<scalar_t>();
+// The priors in the two forms the passes need: xyxy columns for IoU (the reference's
+// cxcywh -> xyxy conversion, rounded the same way) and cxcywh in the math type for encoding.
+template <typename acc_t>
+struct PriorColumns {
+  Columns<acc_t> xyxy;
+  std::vector<acc_t> cx, cy, w, h;
+  explicit PriorColumns(int64_t count)
+      : xyxy(count), cx(count), cy(count), w(count), h(count) {}
+};
 
-  // Priors as xyxy (the reference's cxcywh -> xyxy conversion, rounded the same way).
-  Columns<acc_t> prior_xyxy(num_priors);
-  std::vector<acc_t> pcx(num_priors), pcy(num_priors), pw(num_priors), ph(num_priors);
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PriorColumns<acc_t> prior_columns(const scalar_t* prior, int64_t num_priors) {
+  PriorColumns<acc_t> columns(num_priors);
   at::parallel_for(0, num_priors, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const acc_t cx = prior[4 * p], cy = prior[4 * p + 1];
       const acc_t w = prior[4 * p + 2], h = prior[4 * p + 3];
-      pcx[p] = cx;
-      pcy[p] = cy;
-      pw[p] = w;
-      ph[p] = h;
-      prior_xyxy.set(p, cx - acc_t(0.5) * w, cy - acc_t(0.5) * h, cx + acc_t(0.5) * w,
-                     cy + acc_t(0.5) * h);
+      columns.cx[p] = cx;
+      columns.cy[p] = cy;
+      columns.w[p] = w;
+      columns.h[p] = h;
+      columns.xyxy.set(p, cx - acc_t(0.5) * w, cy - acc_t(0.5) * h, cx + acc_t(0.5) * w,
+                       cy + acc_t(0.5) * h);
     }
   });
-  Columns<acc_t> gt_xyxy(total_gt);
-  for (int64_t g = 0; g < total_gt; ++g) {
-    gt_xyxy.set(g, gt[4 * g], gt[4 * g + 1], gt[4 * g + 2], gt[4 * g + 3]);
-  }
+  return columns;
+}
 
-  // Pass 1, over (image, chunk of priors): each prior's best ground truth (ties -> lower gt
-  // index) and, per ground truth, its best prior within the chunk (ties -> lower prior).
-  const int64_t chunks = (num_priors + kPriorChunk - 1) / kPriorChunk;
-  std::vector<acc_t> best_iou(batch * num_priors);
-  std::vector<int32_t> best_gt(batch * num_priors);  // index within the image, -1: none
-  std::vector<acc_t> chunk_best_iou(chunks * total_gt);
-  std::vector<int32_t> chunk_best_prior(chunks * total_gt);
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+Columns<acc_t> gt_columns(const scalar_t* gt, int64_t total_gt) {
+  Columns<acc_t> columns(total_gt);
+  for (int64_t g = 0; g < total_gt; ++g) {
+    columns.set(g, gt[4 * g], gt[4 * g + 1], gt[4 * g + 2], gt[4 * g + 3]);
+  }
+  return columns;
+}
+
+// What best_gt_per_prior leaves for the later passes. Per (image, prior): the best IoU and
+// the best ground truth (index within the image, -1: none). Per (chunk of priors, ground
+// truth): the best IoU within the chunk and its prior.
+template <typename acc_t>
+struct BestMatches {
+  int64_t chunks;
+  std::vector<acc_t> best_iou;
+  std::vector<int32_t> best_gt;
+  std::vector<acc_t> chunk_best_iou;
+  std::vector<int32_t> chunk_best_prior;
+  BestMatches(int64_t batch, int64_t num_priors, int64_t total_gt)
+      : chunks((num_priors + kPriorChunk - 1) / kPriorChunk),
+        best_iou(batch * num_priors),
+        best_gt(batch * num_priors),
+        chunk_best_iou(chunks * total_gt),
+        chunk_best_prior(chunks * total_gt) {}
+};
+
+// Over (image, chunk of priors): each prior's best ground truth (ties -> lower gt index) and,
+// per ground truth, its best prior within the chunk (ties -> lower prior).
+template <typename acc_t>
+void best_gt_per_prior(const Columns<acc_t>& gt_xyxy, const Columns<acc_t>& prior_xyxy,
+                       const int64_t* offsets, int64_t batch, int64_t num_priors,
+                       BestMatches<acc_t>& best) {
+  const int64_t chunks = best.chunks;
+  const int64_t total_gt = static_cast<int64_t>(gt_xyxy.x1.size());
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> row(kPriorChunk);
     for (int64_t task = begin; task < end; ++task) {
@@ -87,8 +110,8 @@ void match_cpu_impl(
       const int64_t chunk = task % chunks;
       const int64_t p0 = chunk * kPriorChunk;
       const int64_t count = std::min(kPriorChunk, num_priors - p0);
-      acc_t* image_best_iou = best_iou.data() + b * num_priors + p0;
-      int32_t* image_best_gt = best_gt.data() + b * num_priors + p0;
+      acc_t* image_best_iou = best.best_iou.data() + b * num_priors + p0;
+      int32_t* image_best_gt = best.best_gt.data() + b * num_priors + p0;
       std::fill(image_best_iou, image_best_iou + count, acc_t(-1));
       std::fill(image_best_gt, image_best_gt + count, -1);
       const int64_t g0 = offsets[b];
@@ -110,19 +133,27 @@ void match_cpu_impl(
             top_j = j;
           }
         }
-        chunk_best_iou[chunk * total_gt + g] = top;
-        chunk_best_prior[chunk * total_gt + g] = static_cast<int32_t>(p0 + top_j);
+        best.chunk_best_iou[chunk * total_gt + g] = top;
+        best.chunk_best_prior[chunk * total_gt + g] = static_cast<int32_t>(p0 + top_j);
       }
       if (offsets[b + 1] == g0) {
         std::fill(image_best_iou, image_best_iou + count, acc_t(0));
       }
     }
   });
+}
 
-  // Pass 2, per image: the greedy bipartite pass. Each unassigned ground truth caches its
-  // best unforced prior; the global maximum over (unassigned gt) x (unforced prior) with
-  // ties to the lower gt index and then the lower prior index is the best cached value
-  // with ties to the lower gt. Forcing prior p invalidates only caches pointing at p.
+// Per image: the greedy bipartite pass. Each unassigned ground truth caches its best
+// unforced prior; the global maximum over (unassigned gt) x (unforced prior) with ties to
+// the lower gt index and then the lower prior index is the best cached value with ties to
+// the lower gt. Forcing prior p invalidates only caches pointing at p. Returns the forced
+// flag of every (image, prior) and points best.best_gt of forced priors at their gt.
+template <typename acc_t>
+std::vector<uint8_t> force_matches(const Columns<acc_t>& gt_xyxy, const Columns<acc_t>& prior_xyxy,
+                                   const int64_t* offsets, int64_t batch, int64_t num_priors,
+                                   BestMatches<acc_t>& best) {
+  const int64_t chunks = best.chunks;
+  const int64_t total_gt = static_cast<int64_t>(gt_xyxy.x1.size());
   std::vector<uint8_t> forced(batch * num_priors, 0);
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -132,7 +163,7 @@ void match_cpu_impl(
         continue;
       }
       uint8_t* image_forced = forced.data() + b * num_priors;
-      int32_t* image_best_gt = best_gt.data() + b * num_priors;
+      int32_t* image_best_gt = best.best_gt.data() + b * num_priors;
       std::vector<acc_t> cached_iou(count);
       std::vector<int32_t> cached_prior(count);
       std::vector<uint8_t> assigned(count, 0);
@@ -140,10 +171,10 @@ void match_cpu_impl(
         acc_t top = acc_t(-1);
         int32_t top_p = 0;
         for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-          const acc_t value = chunk_best_iou[chunk * total_gt + g0 + g];
+          const acc_t value = best.chunk_best_iou[chunk * total_gt + g0 + g];
           if (value > top) {
             top = value;
-            top_p = chunk_best_prior[chunk * total_gt + g0 + g];
+            top_p = best.chunk_best_prior[chunk * total_gt + g0 + g];
           }
         }
         cached_iou[g] = top;
@@ -187,8 +218,19 @@ void match_cpu_impl(
       }
     }
   });
+  return forced;
+}
 
-  // Pass 3, over all (image, prior): labels and encoded targets of the positives.
+// Over all (image, prior): labels and encoded targets of the positives (forced, or best IoU
+// >= iou_threshold), zeros and label 0 elsewhere.
+template <typename scalar_t, typename acc_t>
+void encode_matches(const Columns<acc_t>& gt_xyxy, const int64_t* gt_label,
+                    const PriorColumns<acc_t>& priors, const int64_t* offsets,
+                    const BestMatches<acc_t>& best, const std::vector<uint8_t>& forced,
+                    double iou_threshold, double variance_center, double variance_size,
+                    at::Tensor& loc_out, at::Tensor& labels_out) {
+  const int64_t batch = labels_out.size(0);
+  const int64_t num_priors = labels_out.size(1);
   const acc_t threshold = static_cast<acc_t>(iou_threshold);
   const acc_t v_center = static_cast<acc_t>(variance_center);
   const acc_t v_size = static_cast<acc_t>(variance_size);
@@ -198,8 +240,8 @@ void match_cpu_impl(
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_priors;
       const int64_t p = i - b * num_priors;
-      const int32_t g = best_gt[i];
-      const bool positive = g >= 0 && (forced[i] || best_iou[i] >= threshold);
+      const int32_t g = best.best_gt[i];
+      const bool positive = g >= 0 && (forced[i] || best.best_iou[i] >= threshold);
       if (!positive) {
         label[i] = 0;
         loc[4 * i] = loc[4 * i + 1] = loc[4 * i + 2] = loc[4 * i + 3] = scalar_t(0);
@@ -210,12 +252,35 @@ void match_cpu_impl(
       acc_t target[4];
       box_math::encode_box<acc_t>(
           gt_xyxy.x1[row], gt_xyxy.y1[row], gt_xyxy.x2[row], gt_xyxy.y2[row],
-          pcx[p], pcy[p], pw[p], ph[p], v_center, v_size, target);
+          priors.cx[p], priors.cy[p], priors.w[p], priors.h[p], v_center, v_size, target);
       for (int k = 0; k < 4; ++k) {
         loc[4 * i + k] = static_cast<scalar_t>(target[k]);
       }
     }
   });
+}
+
+// The three passes of the CUDA twin (csrc/cuda/matching_kernel.cu), same names and
+// boundaries; the rules are stated in python/ssd_reference/matching.py.
+template <typename scalar_t>
+void match_cpu_impl(
+    const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const int64_t* offsets,
+    const at::Tensor& priors, double iou_threshold, double variance_center,
+    double variance_size, at::Tensor& loc_out, at::Tensor& labels_out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t batch = labels_out.size(0);
+  const int64_t num_priors = priors.size(0);
+  const int64_t total_gt = gt_boxes.size(0);
+  const PriorColumns<acc_t> prior_cols =
+      prior_columns<scalar_t>(priors.const_data_ptr<scalar_t>(), num_priors);
+  const Columns<acc_t> gt_xyxy = gt_columns<scalar_t>(gt_boxes.const_data_ptr<scalar_t>(), total_gt);
+  BestMatches<acc_t> best(batch, num_priors, total_gt);
+  best_gt_per_prior(gt_xyxy, prior_cols.xyxy, offsets, batch, num_priors, best);
+  const std::vector<uint8_t> forced =
+      force_matches(gt_xyxy, prior_cols.xyxy, offsets, batch, num_priors, best);
+  encode_matches<scalar_t>(gt_xyxy, gt_labels.const_data_ptr<int64_t>(), prior_cols, offsets,
+                           best, forced, iou_threshold, variance_center, variance_size, loc_out,
+                           labels_out);
 }
 
 std::tuple<at::Tensor, at::Tensor> match_cpu(

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "../ops/priors.h"
+#include "../ops/priors_checks.h"
 
 namespace ssd_ext {
 namespace {

@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "../box_math.h"
-#include "../ops/box_iou.h"
+#include "../ops/box_iou_checks.h"
 #include "cuda_utils.cuh"
 
 namespace ssd_ext {

@@ -11,7 +11,7 @@
 #include <tuple>
 
 #include "../box_math.h"
-#include "../ops/matching.h"
+#include "../ops/matching_checks.h"
 #include "cuda_utils.cuh"
 
 namespace ssd_ext {

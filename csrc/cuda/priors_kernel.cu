@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../ops/priors.h"
+#include "../ops/priors_checks.h"
 #include "cuda_utils.cuh"
 
 namespace ssd_ext {

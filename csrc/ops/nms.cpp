@@ -1,7 +1,4 @@
-// Schemas of the NMS family: greedy NMS, per-class (batched) NMS and the fused SSD detection
-// post-processing. max_output = -1 means no limit. detect returns padded per-image tensors
-// (boxes [B, D, 4], scores [B, D], labels [B, D]) and the valid count of each image [B],
-// D = max_detections; rows past an image's count are zero (labels -1).
+// Schemas of greedy NMS and per-class (batched) NMS. max_output = -1 means no limit.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(ssd_ext, m) {
@@ -9,8 +6,4 @@ TORCH_LIBRARY_FRAGMENT(ssd_ext, m) {
   m.def(
       "batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, "
       "int max_output=-1) -> Tensor");
-  m.def(
-      "detect(Tensor loc, Tensor conf_logits, Tensor priors, float score_threshold, "
-      "float iou_threshold, int candidates_per_class, int max_detections, "
-      "float variance_center, float variance_size) -> (Tensor, Tensor, Tensor, Tensor)");
 }

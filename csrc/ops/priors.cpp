@@ -22,7 +22,7 @@
 #include <optional>
 #include <vector>
 
-#include "priors.h"
+#include "priors_checks.h"
 
 namespace ssd_ext {
 namespace {

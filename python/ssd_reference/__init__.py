@@ -1,7 +1,8 @@
 """Plain-PyTorch reference of every ssd_ext op: the oracle for the tests, the baseline for
 the benchmarks. Written for clarity, not speed; each function's docstring is its contract."""
 
-from .boxes import box_area, box_iou, decode, encode
+from .box_coding import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
+from .box_iou import box_area, box_iou
 from .detect import detect
 from .matching import hard_negative_mining, match, multibox_loss
 from .nms import batched_nms, nms
@@ -11,6 +12,7 @@ __all__ = [
     "batched_nms",
     "box_area",
     "box_iou",
+    "cxcywh_to_xyxy",
     "decode",
     "detect",
     "encode",
@@ -19,4 +21,5 @@ __all__ = [
     "multibox_loss",
     "nms",
     "prior_boxes",
+    "xyxy_to_cxcywh",
 ]

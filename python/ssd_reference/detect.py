@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .boxes import _math_dtype, decode
+from .box_coding import decode
+from .box_iou import _math_dtype
 from .nms import nms
 
 

@@ -1,6 +1,6 @@
 """Reference SSD matching, hard negative mining and MultiBox loss, in plain PyTorch.
 
-Semantics (the contract the kernels are held to, DESIGN.md §4):
+Semantics (the contract the kernels are held to):
 
 match, per image:
 1. IoU between the ground truths (xyxy) and the priors (cxcywh, converted to xyxy), in
@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .boxes import _math_dtype, box_iou, cxcywh_to_xyxy, encode
+from .box_coding import cxcywh_to_xyxy, encode
+from .box_iou import _math_dtype, box_iou
 
 
 def _match_image(boxes: Tensor, labels: Tensor, priors: Tensor, iou_threshold: float,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .boxes import _math_dtype, box_iou
+from .box_iou import _math_dtype, box_iou
 
 
 def score_order(scores: Tensor) -> Tensor:

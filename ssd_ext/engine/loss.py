@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from ..ops import _checks
 
 __all__ = ["MultiBoxLoss"]
 
@@ -54,10 +53,10 @@ class MultiBoxLoss(nn.Module):
             )
         self.register_buffer("priors", priors.detach().clone())
         self.num_classes = num_classes
-        self.iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
-        self.neg_pos_ratio = _checks.count_value(neg_pos_ratio, "neg_pos_ratio")
-        self.min_negatives = _checks.count_value(min_negatives, "min_negatives")
-        self.variances = _checks.variance_pair(variances)
+        self.iou_threshold = ops.threshold_value(iou_threshold, "iou_threshold")
+        self.neg_pos_ratio = ops.count_value(neg_pos_ratio, "neg_pos_ratio")
+        self.min_negatives = ops.count_value(min_negatives, "min_negatives")
+        self.variances = ops.variance_pair(variances)
 
     def forward(
         self, loc: Tensor, conf_logits: Tensor, targets: Sequence[dict[str, Tensor]]

@@ -1,5 +1,12 @@
-"""Argument validation shared by the op wrappers: clear ValueError/TypeError naming the
-argument and what was seen, before anything reaches the C++ kernels."""
+"""Argument rules shared by the op wrappers and their fake kernels.
+
+The C++ checks (``csrc/ops/<stem>_checks.h``) are the authority for what reaches a kernel.
+Python keeps what C++ cannot do or cannot say in Python terms: non-tensor and Python-number
+arguments (TypeError naming the argument), dtype promotion, lists to CSR offsets, None to -1.
+Shape rules that a wrapper states before converting its arguments are written once here (or
+once in the op's module) and called by both the wrapper and the op's fake kernel, so eager,
+meta and torch.compile calls raise the same ValueError/TypeError with the same words.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +42,23 @@ def as_float_tensor(value: object, name: str) -> Tensor:
     return tensor.to(torch.float32)
 
 
-def box_tensor(value: object, name: str, ndim: int | None = None) -> Tensor:
-    """A floating [..., 4] tensor (with exactly `ndim` dimensions when given)."""
-    tensor = as_float_tensor(value, name)
+def integer_tensor(value: object, name: str) -> Tensor:
+    """An integer tensor of any integer dtype, returned as int64 (bool, floating and complex
+    dtypes are rejected)."""
+    tensor = require_tensor(value, name)
+    if tensor.dtype == torch.bool or tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+        raise TypeError(f"{name} must be an integer tensor, got {tensor.dtype}")
+    return tensor.to(torch.int64)
+
+
+def check_int64(tensor: Tensor, name: str) -> None:
+    """`tensor` is int64 (what the kernels take; the wrappers convert other integer dtypes)."""
+    if tensor.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor, got {tensor.dtype}")
+
+
+def check_box_shape(tensor: Tensor, name: str, ndim: int | None = None) -> None:
+    """`tensor` is ``[..., 4]`` (with exactly `ndim` dimensions when given)."""
     if tensor.dim() == 0 or tensor.shape[-1] != 4:
         raise ValueError(f"{name} must have a last dimension of size 4, got shape {tuple(tensor.shape)}")
     if ndim is not None and tensor.dim() != ndim:
@@ -45,6 +66,20 @@ def box_tensor(value: object, name: str, ndim: int | None = None) -> Tensor:
             f"{name} must be {ndim}-dimensional ([{', '.join(['N'] * (ndim - 1))}, 4]), "
             f"got shape {tuple(tensor.shape)}"
         )
+
+
+def check_length(tensor: Tensor, name: str, length: int, source: str) -> None:
+    """`tensor` is 1-D with `length` elements; `source` says where the length comes from."""
+    if tensor.dim() != 1 or tensor.shape[0] != length:
+        raise ValueError(
+            f"{name} must have shape [N] with N = {length} ({source}), got shape {tuple(tensor.shape)}"
+        )
+
+
+def box_tensor(value: object, name: str, ndim: int | None = None) -> Tensor:
+    """A floating [..., 4] tensor (with exactly `ndim` dimensions when given)."""
+    tensor = as_float_tensor(value, name)
+    check_box_shape(tensor, name, ndim)
     return tensor
 
 
@@ -57,6 +92,16 @@ def same_device(*named: tuple[str, Tensor]) -> torch.device:
                 f"got {first.device} and {tensor.device}"
             )
     return first.device
+
+
+def same_dtype(*named: tuple[str, Tensor]) -> None:
+    """Every tensor has the first one's dtype (the kernels take one floating dtype)."""
+    first_name, first = named[0]
+    for name, tensor in named[1:]:
+        if tensor.dtype != first.dtype:
+            raise TypeError(
+                f"{first_name} and {name} must have the same dtype, got {first.dtype} and {tensor.dtype}"
+            )
 
 
 def promote_floats(*tensors: Tensor) -> list[Tensor]:

@@ -1,7 +1,7 @@
 """Fused SSD detection post-processing for a whole batch (softmax, decode, clip, per-class
 threshold + top-k + NMS, per-image top-k) in one op.
 
-Semantics: ``ssd_reference.detect`` and ARCHITECTURE.md "NMS and detection post-processing".
+Semantics: ``ssd_reference.detect`` and docs/ARCHITECTURE.md "NMS and detection post-processing".
 Detections of an image are sorted by decreasing score, ties by lower class, then lower prior
 index.
 """
@@ -16,6 +16,26 @@ from torch import Tensor
 from . import _checks
 
 __all__ = ["detect", "detect_padded"]
+
+
+def _check_shapes(loc: Tensor, conf_logits: Tensor, priors: Tensor) -> None:
+    """loc ``[B, P, 4]``, conf_logits ``[B, P, C >= 2]``, priors ``[P, 4]`` (wrapper and fake)."""
+    _checks.check_box_shape(loc, "loc", ndim=3)
+    _checks.check_box_shape(priors, "priors", ndim=2)
+    batch, num_priors = loc.shape[0], loc.shape[1]
+    if conf_logits.dim() != 3 or conf_logits.shape[:2] != loc.shape[:2]:
+        raise ValueError(
+            f"conf_logits must have shape [B, P, C] with B, P = {batch}, {num_priors} (from loc), "
+            f"got shape {tuple(conf_logits.shape)}"
+        )
+    if conf_logits.shape[2] < 2:
+        raise ValueError(
+            f"conf_logits must have at least 2 classes (background + 1), got {conf_logits.shape[2]}"
+        )
+    if priors.shape[0] != num_priors:
+        raise ValueError(
+            f"priors must have P = {num_priors} rows (from loc), got shape {tuple(priors.shape)}"
+        )
 
 
 def detect_padded(
@@ -36,23 +56,10 @@ def detect_padded(
         ``k < counts[b]``, else padding (zeros, label -1). Floats are in the promoted dtype of
         the inputs.
     """
-    loc = _checks.box_tensor(loc, "loc", ndim=3)
+    loc = _checks.as_float_tensor(loc, "loc")
     conf_logits = _checks.as_float_tensor(conf_logits, "conf_logits")
-    priors = _checks.box_tensor(priors, "priors", ndim=2)
-    batch, num_priors = loc.shape[0], loc.shape[1]
-    if conf_logits.dim() != 3 or conf_logits.shape[:2] != loc.shape[:2]:
-        raise ValueError(
-            f"conf_logits must have shape [B, P, C] with B, P = {batch}, {num_priors} (from loc), "
-            f"got shape {tuple(conf_logits.shape)}"
-        )
-    if conf_logits.shape[2] < 2:
-        raise ValueError(
-            f"conf_logits must have at least 2 classes (background + 1), got {conf_logits.shape[2]}"
-        )
-    if priors.shape[0] != num_priors:
-        raise ValueError(
-            f"priors must have P = {num_priors} rows (from loc), got shape {tuple(priors.shape)}"
-        )
+    priors = _checks.as_float_tensor(priors, "priors")
+    _check_shapes(loc, conf_logits, priors)
     _checks.same_device(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
     score_threshold = _checks.threshold_value(score_threshold, "score_threshold")
     iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
@@ -107,9 +114,8 @@ def detect(
 def _detect_fake(loc: Tensor, conf_logits: Tensor, priors: Tensor, score_threshold: float,
                  iou_threshold: float, candidates_per_class: int, max_detections: int,
                  variance_center: float, variance_size: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    torch._check(loc.dim() == 3 and loc.shape[-1] == 4, lambda: "loc must be [B, P, 4]")
-    torch._check(conf_logits.dim() == 3, lambda: "conf_logits must be [B, P, C]")
-    torch._check(priors.dim() == 2 and priors.shape[0] == loc.shape[1], lambda: "priors must be [P, 4]")
+    _check_shapes(loc, conf_logits, priors)
+    _checks.same_dtype(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
     batch = loc.shape[0]
     return (
         loc.new_empty((batch, max_detections, 4)),

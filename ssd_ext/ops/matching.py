@@ -1,10 +1,8 @@
 """Matching ops: batched SSD matching + target encoding, and hard negative mining.
 
-Semantics are ``ssd_reference.matching`` (DESIGN.md §4): each prior takes its best-IoU
-ground truth, a deterministic greedy bipartite pass gives every overlapping ground truth its
-own prior, priors are positive when forced or when IoU >= ``iou_threshold``; mining keeps
-the positives plus the ``min(max(ratio * pos, min_negatives), neg)`` highest-loss negatives
-of each image, ties to the lower index, NaN losses ranked highest.
+The rules are stated once, in the module docstring of ``ssd_reference.matching`` (with the
+design notes in docs/ARCHITECTURE.md "Matching, mining and the loss"); CPU, CUDA and the
+reference give the same labels.
 """
 
 from __future__ import annotations
@@ -27,9 +25,7 @@ def _as_list(value: object, name: str) -> list:
 
 
 def _image_labels(value: object, index: int, count: int, device: torch.device) -> Tensor:
-    labels = _checks.require_tensor(value, f"gt_labels[{index}]")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"gt_labels[{index}] must be an integer tensor, got {labels.dtype}")
+    labels = _checks.integer_tensor(value, f"gt_labels[{index}]")
     if labels.dim() != 1 or labels.shape[0] != count:
         raise ValueError(
             f"gt_labels[{index}] must have shape [{count}] to match gt_boxes[{index}], "
@@ -37,7 +33,7 @@ def _image_labels(value: object, index: int, count: int, device: torch.device) -
         )
     if labels.device != device:
         raise ValueError(f"gt_labels[{index}] must be on the priors' device {device}, got {labels.device}")
-    return labels.to(torch.int64)
+    return labels
 
 
 def _invalid_rows(boxes: Tensor, labels: Tensor, num_classes: int | None) -> Tensor:
@@ -160,15 +156,30 @@ def match(
 def _match_fake(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
                 iou_threshold: float, variance_center: float, variance_size: float
                 ) -> tuple[Tensor, Tensor]:
-    torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[-1] == 4, lambda: "gt_boxes must be [N, 4]")
-    torch._check(priors.dim() == 2 and priors.shape[-1] == 4, lambda: "priors must be [P, 4]")
-    torch._check(gt_boxes.dtype == priors.dtype, lambda: "gt_boxes and priors dtypes differ")
-    torch._check(gt_labels.dtype == torch.int64, lambda: "gt_labels must be int64")
-    torch._check(gt_offsets.dim() == 1 and gt_offsets.shape[0] >= 1, lambda: "gt_offsets must be [B + 1]")
+    _checks.check_box_shape(gt_boxes, "gt_boxes", ndim=2)
+    _checks.check_box_shape(priors, "priors", ndim=2)
+    _checks.same_dtype(("gt_boxes", gt_boxes), ("priors", priors))
+    _checks.check_int64(gt_labels, "gt_labels")
+    _checks.check_length(gt_labels, "gt_labels", gt_boxes.shape[0], "gt_boxes.shape[0]")
+    _checks.check_int64(gt_offsets, "gt_offsets")
+    if gt_offsets.dim() != 1 or gt_offsets.shape[0] < 1:
+        raise ValueError(
+            f"gt_offsets must have shape [B + 1] (at least one element), got shape {tuple(gt_offsets.shape)}"
+        )
     batch = gt_offsets.shape[0] - 1
     num_priors = priors.shape[0]
     return (priors.new_empty((batch, num_priors, 4)),
             priors.new_empty((batch, num_priors), dtype=torch.int64))
+
+
+def _check_mining_shapes(conf_loss: Tensor, labels: Tensor) -> None:
+    """conf_loss ``[B, P]`` and labels of the same shape (wrapper and fake)."""
+    if conf_loss.dim() != 2:
+        raise ValueError(f"conf_loss must have shape [B, P], got shape {tuple(conf_loss.shape)}")
+    if labels.shape != conf_loss.shape:
+        raise ValueError(
+            f"labels must have the shape of conf_loss {tuple(conf_loss.shape)}, got {tuple(labels.shape)}"
+        )
 
 
 def hard_negative_mining(
@@ -191,26 +202,19 @@ def hard_negative_mining(
         loss (ties to the lower index; NaN ranks above every number).
     """
     conf_loss = _checks.as_float_tensor(conf_loss, "conf_loss")
-    labels = _checks.require_tensor(labels, "labels")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if conf_loss.dim() != 2:
-        raise ValueError(f"conf_loss must have shape [B, P], got shape {tuple(conf_loss.shape)}")
-    if labels.shape != conf_loss.shape:
-        raise ValueError(
-            f"labels must have the shape of conf_loss {tuple(conf_loss.shape)}, got {tuple(labels.shape)}"
-        )
+    labels = _checks.integer_tensor(labels, "labels")
+    _check_mining_shapes(conf_loss, labels)
     _checks.same_device(("conf_loss", conf_loss), ("labels", labels))
     neg_pos_ratio = _checks.count_value(neg_pos_ratio, "neg_pos_ratio")
     min_negatives = _checks.count_value(min_negatives, "min_negatives")
     return torch.ops.ssd_ext.hard_negative_mining.default(
-        conf_loss, labels.to(torch.int64), neg_pos_ratio, min_negatives
+        conf_loss, labels, neg_pos_ratio, min_negatives
     )
 
 
 @torch.library.register_fake("ssd_ext::hard_negative_mining")
 def _hard_negative_mining_fake(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: int,
                                min_negatives: int) -> Tensor:
-    torch._check(conf_loss.dim() == 2, lambda: "conf_loss must be [B, P]")
-    torch._check(labels.dtype == torch.int64, lambda: "labels must be int64")
+    _check_mining_shapes(conf_loss, labels)
+    _checks.check_int64(labels, "labels")
     return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)

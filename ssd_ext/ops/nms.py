@@ -1,13 +1,9 @@
 """Non-maximum suppression: greedy NMS and per-class (batched) NMS.
 
-Semantics (DESIGN.md §4, ARCHITECTURE.md "NMS and detection post-processing"):
-- boxes are visited by decreasing score, equal scores lower index first; a box is dropped
-  when its IoU with an already kept box is ``> iou_threshold`` (strict);
-- IoU is computed in float32 at least (float16/bfloat16 boxes are upcast, float64 stays
-  float64); a zero union gives IoU 0 and a box with a NaN coordinate overlaps nothing;
-- a box whose score is NaN is never kept and never suppresses;
-- ``max_output`` (None: no limit) stops after that many kept boxes.
-CPU, CUDA and ``ssd_reference`` return identical indices.
+The rules are stated once, in ``ssd_reference.nms`` (its module docstring) and
+docs/ARCHITECTURE.md "NMS and detection post-processing": visiting order by decreasing score
+(ties: lower index), strict ``> iou_threshold`` suppression, IoU in float32 at least, NaN
+scores never kept. CPU, CUDA and ``ssd_reference`` return identical indices.
 """
 
 from __future__ import annotations
@@ -20,14 +16,18 @@ from . import _checks
 __all__ = ["batched_nms", "nms"]
 
 
+def _check_shapes(boxes: Tensor, scores: Tensor, idxs: Tensor | None = None) -> None:
+    """boxes ``[N, 4]``, scores (and idxs) ``[N]`` (wrappers and fakes)."""
+    _checks.check_box_shape(boxes, "boxes", ndim=2)
+    _checks.check_length(scores, "scores", boxes.shape[0], "boxes.shape[0]")
+    if idxs is not None:
+        _checks.check_length(idxs, "idxs", boxes.shape[0], "boxes.shape[0]")
+
+
 def _boxes_and_scores(boxes: object, scores: object) -> tuple[Tensor, Tensor]:
     boxes = _checks.box_tensor(boxes, "boxes", ndim=2)
     scores = _checks.as_float_tensor(scores, "scores")
-    if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"scores must have shape [N] with N = {boxes.shape[0]} (boxes.shape[0]), "
-            f"got shape {tuple(scores.shape)}"
-        )
+    _check_shapes(boxes, scores)
     _checks.same_device(("boxes", boxes), ("scores", scores))
     return boxes, scores
 
@@ -69,28 +69,17 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         lower index).
     """
     boxes, scores = _boxes_and_scores(boxes, scores)
-    idxs = _checks.require_tensor(idxs, "idxs")
-    if idxs.dtype == torch.bool or idxs.dtype.is_floating_point or idxs.dtype.is_complex:
-        raise TypeError(f"idxs must be an integer tensor, got {idxs.dtype}")
-    if idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"idxs must have shape [N] with N = {boxes.shape[0]} (boxes.shape[0]), "
-            f"got shape {tuple(idxs.shape)}"
-        )
+    idxs = _checks.integer_tensor(idxs, "idxs")
+    _check_shapes(boxes, scores, idxs)
     _checks.same_device(("boxes", boxes), ("idxs", idxs))
     iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
     limit = _checks.count_value(max_output, "max_output", allow_none=True)
-    return torch.ops.ssd_ext.batched_nms.default(boxes, scores, idxs.to(torch.int64), iou_threshold, limit)
-
-
-def _check_nms_fake(boxes: Tensor, scores: Tensor) -> None:
-    torch._check(boxes.dim() == 2 and boxes.shape[-1] == 4, lambda: "boxes must be [N, 4]")
-    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must be [N]")
+    return torch.ops.ssd_ext.batched_nms.default(boxes, scores, idxs, iou_threshold, limit)
 
 
 @torch.library.register_fake("ssd_ext::nms")
 def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int = -1) -> Tensor:
-    _check_nms_fake(boxes, scores)
+    _check_shapes(boxes, scores)
     kept = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((kept,), dtype=torch.int64)
 
@@ -98,7 +87,7 @@ def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: i
 @torch.library.register_fake("ssd_ext::batched_nms")
 def _batched_nms_fake(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
                       max_output: int = -1) -> Tensor:
-    _check_nms_fake(boxes, scores)
-    torch._check(idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0], lambda: "idxs must be [N]")
+    _check_shapes(boxes, scores, idxs)
+    _checks.check_int64(idxs, "idxs")
     kept = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((kept,), dtype=torch.int64)

@@ -1,11 +1,11 @@
 """Prior (default) boxes of SSD, and the paper's rule for their sizes.
 
-Conventions (DESIGN.md §4, the contract is ``ssd_reference.priors``): priors are ``[P, 4]``
-cxcywh, normalised to the image. Order: level, then row i, then column j, then per cell: the
-square of side ``min/img``, the square of side ``sqrt(min * max)/img`` (when the level has a
-max size), then for each aspect ratio r the boxes ``(s sqrt(r), s / sqrt(r))`` and
-``(s / sqrt(r), s sqrt(r))``. Sizes are in input pixels and normalised per axis, so a square
-prior is square in pixels on a non-square image.
+Conventions (the contract is ``ssd_reference.priors``; see docs/ARCHITECTURE.md "Priors and box
+coding"): priors are ``[P, 4]`` cxcywh, normalised to the image. Order: level, then row i, then
+column j, then per cell: the square of side ``min/img``, the square of side
+``sqrt(min * max)/img`` (when the level has a max size), then for each aspect ratio r the boxes
+``(s sqrt(r), s / sqrt(r))`` and ``(s / sqrt(r), s sqrt(r))``. Sizes are in input pixels and
+normalised per axis, so a square prior is square in pixels on a non-square image.
 """
 
 from __future__ import annotations
@@ -197,8 +197,13 @@ def _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes, a
 def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
                       aspect_ratio_counts, steps, offset=0.5, clip=True, *, dtype=None, device=None):
     num_levels = len(min_sizes)
-    torch._check(len(feature_map_sizes) == 2 * num_levels, lambda: "feature_map_sizes: one (h, w) per level")
-    torch._check(len(aspect_ratio_counts) == num_levels, lambda: "aspect_ratio_counts: one per level")
+    # The list-length rules of csrc/ops/priors.cpp (check_prior_box_args), in its words.
+    if len(feature_map_sizes) != 2 * num_levels:
+        raise ValueError(f"feature_map_sizes must hold an (h, w) pair for each of the {num_levels} levels "
+                         f"of min_sizes, got {len(feature_map_sizes)} values")
+    if len(aspect_ratio_counts) != num_levels:
+        raise ValueError(f"aspect_ratio_counts must have {num_levels} values (one per level), "
+                         f"got {len(aspect_ratio_counts)}")
     count = 0
     for level in range(num_levels):
         per_cell = 1 + 2 * aspect_ratio_counts[level]
@@ -211,7 +216,8 @@ def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspec
 @torch.library.register_fake("ssd_ext::_prior_boxes_out")
 def _prior_boxes_out_fake(out, feature_map_sizes, steps, cell_shapes, shapes_per_level,
                           image_size, offset, clip) -> None:
-    torch._check(out.dim() == 2 and out.shape[1] == 4, lambda: "out must be [P, 4]")
+    if out.dim() != 2 or out.shape[1] != 4:
+        raise ValueError(f"out must have shape [P, 4], got {list(out.shape)}")
 
 
 def ssd_sizes(

@@ -125,18 +125,3 @@ def test_kernel_checks_reach_python_as_value_errors():
         torch.ops.ssd_ext.box_iou(torch.zeros(3, 5), torch.zeros(2, 4))
     with pytest.raises(TypeError, match="same dtype"):
         torch.ops.ssd_ext.box_iou(torch.zeros(3, 4), torch.zeros(2, 4, dtype=torch.float64))
-
-
-def test_opcheck(device):
-    boxes1 = random_boxes(7).to(device)
-    boxes2 = random_boxes(5).to(device)
-    torch.library.opcheck(torch.ops.ssd_ext.box_iou.default, (boxes1, boxes2))
-
-
-def test_torch_compile_fullgraph():
-    def best_iou(boxes1, boxes2):
-        return ops.box_iou(boxes1, boxes2).max(dim=1).values
-
-    compiled = torch.compile(best_iou, fullgraph=True, backend="aot_eager")
-    boxes1, boxes2 = random_boxes(9), random_boxes(4)
-    assert_close_to_reference(compiled(boxes1, boxes2), best_iou(boxes1, boxes2))

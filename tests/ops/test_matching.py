@@ -1,5 +1,6 @@
 """match: the fused batched matching + encoding op against the reference, hand-made cases
-(forced matches, shared best priors, the inclusive threshold, crowds), bad input, opcheck."""
+(forced matches, shared best priors, the inclusive threshold, crowds), bad input. opcheck and
+torch.compile: test_registration.py."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def ssd_priors(name: str) -> torch.Tensor:
 
 
 def cxcywh(boxes: list[list[float]]) -> torch.Tensor:
-    return ref.boxes.xyxy_to_cxcywh(torch.tensor(boxes, dtype=torch.float32))
+    return ref.xyxy_to_cxcywh(torch.tensor(boxes, dtype=torch.float32))
 
 
 def random_batch(counts, generator, min_size=0.01, max_size=0.6, num_classes=21):
@@ -65,7 +66,7 @@ def assert_matches_reference(actual, expected):
 def test_matches_reference_random(counts, seed, threshold, num_priors, min_size):
     generator = torch.Generator().manual_seed(seed)
     boxes, labels = random_batch(counts, generator, min_size=min_size)
-    priors = ref.boxes.xyxy_to_cxcywh(random_boxes(num_priors, generator, min_size=0.02))
+    priors = ref.xyxy_to_cxcywh(random_boxes(num_priors, generator, min_size=0.02))
     for device in DEVICES:
         assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=threshold))
 
@@ -85,7 +86,7 @@ def test_tie_rules_match_reference_on_grid_boxes(counts, num_priors, seed, thres
     generator = torch.Generator().manual_seed(seed)
     boxes = [quantised_boxes(g, generator) for g in counts]
     labels = [torch.randint(1, 5, (g,), generator=generator) for g in counts]
-    priors = ref.boxes.xyxy_to_cxcywh(quantised_boxes(num_priors, generator))
+    priors = ref.xyxy_to_cxcywh(quantised_boxes(num_priors, generator))
     for device in DEVICES:
         assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=threshold))
 
@@ -167,7 +168,7 @@ def test_two_ground_truths_sharing_a_best_prior_both_keep_one(device):
     # its next best (prior 1), both positive although IoU < 0.5.
     priors = cxcywh([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.7, 0.7], [0.8, 0.8, 1.0, 1.0]])
     gts = torch.tensor([[0.0, 0.0, 0.3, 0.3], [0.0, 0.0, 0.4, 0.4]])
-    iou = ref.box_iou(gts, ref.boxes.cxcywh_to_xyxy(priors))
+    iou = ref.box_iou(gts, ref.cxcywh_to_xyxy(priors))
     assert iou[0].argmax() == 0 and iou[1].argmax() == 0 and iou[1, 0] > iou[0, 0]
     (loc, labels), expected = run_both([gts], [torch.tensor([3, 5])], priors, device)
     assert labels.cpu().tolist() == [[5, 3, 0]]
@@ -190,7 +191,7 @@ def test_iou_exactly_at_threshold_is_positive(device):
     priors = cxcywh([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.96875, 1.0],
                      [0.0, 0.0, 1.03125, 1.0]])
     gt = torch.tensor([[0.0, 0.0, 0.5, 1.0]])
-    iou = ref.box_iou(gt, ref.boxes.cxcywh_to_xyxy(priors))[0]
+    iou = ref.box_iou(gt, ref.cxcywh_to_xyxy(priors))[0]
     assert iou[0].item() == 0.5 and iou[2] > 0.5 and iou[3] < 0.5
     (loc, labels), expected = run_both([gt], [torch.tensor([4])], priors, device, iou_threshold=0.5)
     assert labels.cpu().tolist() == [[4, 4, 4, 0]]
@@ -207,7 +208,7 @@ def test_ground_truth_overlapping_nothing_is_not_forced(device):
 def test_more_ground_truths_than_priors(device):
     generator = torch.Generator().manual_seed(3)
     boxes, labels = random_batch([9], generator, min_size=0.2)
-    priors = ref.boxes.xyxy_to_cxcywh(random_boxes(4, generator, min_size=0.3))
+    priors = ref.xyxy_to_cxcywh(random_boxes(4, generator, min_size=0.3))
     assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=0.9))
 
 
@@ -316,26 +317,3 @@ def test_kernel_checks_reach_python_as_value_errors():
         torch.ops.ssd_ext.match(boxes, labels, torch.tensor([0, 1], dtype=torch.int32), priors, 0.5, 0.1, 0.2)
     with pytest.raises(ValueError, match="iou_threshold"):
         torch.ops.ssd_ext.match(boxes, labels, torch.tensor([0, 1]), priors, 1.5, 0.1, 0.2)
-
-
-def test_opcheck(device):
-    generator = torch.Generator().manual_seed(0)
-    boxes = random_boxes(5, generator, min_size=0.05).to(device)
-    labels = torch.tensor([1, 2, 3, 4, 5], device=device)
-    offsets = torch.tensor([0, 2, 2, 5], device=device)
-    priors = ssd_priors("ssd300")[::40].contiguous().to(device)
-    torch.library.opcheck(torch.ops.ssd_ext.match.default, (boxes, labels, offsets, priors, 0.5, 0.1, 0.2))
-
-
-def test_torch_compile_fullgraph():
-    priors = ssd_priors("ssd300")[::10].contiguous()
-
-    def positives(box_a, box_b, labels_a, labels_b):
-        _, labels = ops.match([box_a, box_b], [labels_a, labels_b], priors)
-        return (labels > 0).sum(dim=1)
-
-    generator = torch.Generator().manual_seed(1)
-    (box_a, box_b), (labels_a, labels_b) = random_batch([3, 4], generator, min_size=0.05)
-    compiled = torch.compile(positives, fullgraph=True, backend="aot_eager")
-    args = (box_a, box_b, labels_a, labels_b)
-    assert torch.equal(compiled(*args), positives(*args))

@@ -268,28 +268,3 @@ def test_kernel_checks_reach_python_as_value_errors():
     with pytest.raises(TypeError, match="idxs must be an int64 tensor"):
         torch.ops.ssd_ext.batched_nms(torch.zeros(3, 4), torch.zeros(3),
                                       torch.zeros(3, dtype=torch.int32), 0.5)
-
-
-def test_opcheck(device):
-    generator = torch.Generator().manual_seed(8)
-    boxes = random_boxes(40, generator, max_size=0.4).to(device)
-    scores = unique_scores(40, generator).to(device)
-    idxs = torch.randint(0, 3, (40,), generator=generator).to(device)
-    torch.library.opcheck(torch.ops.ssd_ext.nms.default, (boxes, scores, 0.5, -1))
-    torch.library.opcheck(torch.ops.ssd_ext.nms.default, (boxes, scores, 0.3, 5))
-    torch.library.opcheck(torch.ops.ssd_ext.batched_nms.default, (boxes, scores, idxs, 0.5, -1))
-
-
-def test_torch_compile_fullgraph():
-    def kept_boxes(boxes, scores, idxs):
-        keep = ops.nms(boxes, scores, 0.5)
-        keep_per_class = ops.batched_nms(boxes, scores, idxs, 0.5, 10)
-        return boxes[keep], scores[keep_per_class]
-
-    compiled = torch.compile(kept_boxes, fullgraph=True, backend="aot_eager")
-    generator = torch.Generator().manual_seed(6)
-    boxes = random_boxes(60, generator, max_size=0.4)
-    scores = unique_scores(60, generator)
-    idxs = torch.randint(0, 3, (60,), generator=generator)
-    for actual, expected in zip(compiled(boxes, scores, idxs), kept_boxes(boxes, scores, idxs), strict=True):
-        assert torch.equal(actual, expected)

@@ -288,28 +288,7 @@ def test_kernel_checks_reach_python_as_value_errors():
         torch.ops.ssd_ext._prior_boxes_out(out, [2, 2], [1.0, 1.0], [0.1, 0.1], [1], [2.0, 2.0], 0.5, True)
 
 
-def _op_args():
-    return ([3, 3, 2, 2], [300.0, 300.0], [30.0, 60.0], [60.0, 0.0], [2.0, 2.0, 3.0], [1, 2], [], 0.5, True)
-
-
-def test_opcheck(device):
-    torch.library.opcheck(torch.ops.ssd_ext.prior_boxes.default, _op_args(),
-                          {"dtype": torch.float32, "device": torch.device(device)})
-    out = torch.empty(5, 4, device=device)
-    torch.library.opcheck(torch.ops.ssd_ext._prior_boxes_out.default,
-                          (out, [1, 1, 2, 2], [300.0, 300.0, 150.0, 150.0], [0.1, 0.1, 0.2, 0.2], [1, 1],
-                           [300.0, 300.0], 0.5, True))
-
 
 def test_meta_device_gives_shape_only():
     priors = ops.prior_boxes(**SSD300, device="meta")
     assert priors.shape == (8732, 4) and priors.device.type == "meta"
-
-
-def test_torch_compile_fullgraph():
-    def scaled_priors(scale):
-        return ops.prior_boxes(**SSD300) * scale
-
-    compiled = torch.compile(scaled_priors, fullgraph=True, backend="aot_eager")
-    scale = torch.tensor(2.0)
-    assert_close_to_reference(compiled(scale), scaled_priors(scale))

@@ -1,9 +1,6 @@
-"""Box ops: pairwise IoU, SSD box encoding and decoding.
+"""SSD box coding: encode xyxy boxes against cxcywh priors, and decode them back.
 
-Conventions (DESIGN.md §3): boxes are xyxy, priors cxcywh, areas without ``+1``; IoU of two
-boxes whose union is 0 is 0; inverted boxes (x2 < x1) have zero area; a box with a NaN
-coordinate has IoU 0 with every box. float16/bfloat16 inputs are computed in float32 and
-returned in their own dtype.
+Semantics: ``ssd_reference.box_coding`` and docs/ARCHITECTURE.md "Priors and box coding".
 
 encode/decode pair boxes with priors by broadcasting. The common case, ``[B, P, 4]`` against
 ``[P, 4]`` (any priors shape that is a trailing part of the boxes' shape), goes to the kernel
@@ -20,33 +17,7 @@ from torch import Tensor
 
 from . import _checks
 
-__all__ = ["box_iou", "decode", "encode"]
-
-
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of two sets of xyxy boxes.
-
-    Args:
-        boxes1: ``[N, 4]`` boxes.
-        boxes2: ``[M, 4]`` boxes, on the same device.
-
-    Returns:
-        ``[N, M]`` IoU in the promoted floating dtype of the inputs (integer boxes give
-        float32).
-    """
-    boxes1 = _checks.box_tensor(boxes1, "boxes1", ndim=2)
-    boxes2 = _checks.box_tensor(boxes2, "boxes2", ndim=2)
-    _checks.same_device(("boxes1", boxes1), ("boxes2", boxes2))
-    boxes1, boxes2 = _checks.promote_floats(boxes1, boxes2)
-    return torch.ops.ssd_ext.box_iou.default(boxes1, boxes2)
-
-
-@torch.library.register_fake("ssd_ext::box_iou")
-def _box_iou_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    torch._check(boxes1.dim() == 2 and boxes1.shape[-1] == 4, lambda: "boxes1 must be [N, 4]")
-    torch._check(boxes2.dim() == 2 and boxes2.shape[-1] == 4, lambda: "boxes2 must be [M, 4]")
-    torch._check(boxes1.dtype == boxes2.dtype, lambda: "boxes1 and boxes2 dtypes differ")
-    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+__all__ = ["decode", "encode"]
 
 
 def _is_suffix(shape: Sequence[int], of: Sequence[int]) -> bool:
@@ -125,14 +96,25 @@ def decode(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2))
     return torch.ops.ssd_ext.decode.default(loc, priors, pair)
 
 
-def _box_coding_fake(first: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
-    torch._check(first.dim() >= 1 and first.shape[-1] == 4, lambda: "last dimension must be 4")
-    torch._check(_is_suffix(priors.shape, first.shape),
-                 lambda: "priors must have the shape of the boxes' trailing dimensions")
-    torch._check(first.dtype == priors.dtype, lambda: "boxes and priors dtypes differ")
-    torch._check(len(variances) == 2, lambda: "variances must have two values")
-    return first.new_empty(first.shape)
+def _box_coding_fake(first_name: str):
+    """The fake kernel of encode (`first_name` "boxes") or decode ("loc"): the kernels' rules
+    on shapes and dtypes, in the words of csrc/ops/box_coding_checks.h."""
+
+    def fake(first: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
+        _checks.check_box_shape(first, first_name)
+        _checks.check_box_shape(priors, "priors")
+        if not _is_suffix(priors.shape, first.shape):
+            raise ValueError(
+                f"priors must have the shape of the trailing dimensions of {first_name} (e.g. [P, 4] "
+                f"for {first_name} [B, P, 4]), got {list(priors.shape)} and {list(first.shape)}"
+            )
+        _checks.same_dtype((first_name, first), ("priors", priors))
+        if len(variances) != 2:
+            raise ValueError(f"variances must be two positive finite values (centre, size), got {variances}")
+        return first.new_empty(first.shape)
+
+    return fake
 
 
-torch.library.register_fake("ssd_ext::encode")(_box_coding_fake)
-torch.library.register_fake("ssd_ext::decode")(_box_coding_fake)
+torch.library.register_fake("ssd_ext::encode")(_box_coding_fake("boxes"))
+torch.library.register_fake("ssd_ext::decode")(_box_coding_fake("loc"))

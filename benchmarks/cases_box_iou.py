@@ -1,19 +1,17 @@
-"""Benchmark cases of the box ops (box_iou, encode, decode)."""
+"""Benchmark cases of box_iou against the reference and torchvision."""
 
 from __future__ import annotations
 
 import ssd_reference as ref
 import torch
+from ssd_reference.testing import random_boxes
 
 from benchmarks.harness import Case
 from ssd_ext import ops
 
 
 def _random_boxes(count: int, device: str, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    xy = torch.rand(count, 2, generator=generator)
-    wh = 0.02 + 0.3 * torch.rand(count, 2, generator=generator)
-    return torch.cat([xy, xy + wh], dim=1).to(device)
+    return random_boxes(count, torch.Generator().manual_seed(seed), min_size=0.02, max_size=0.32).to(device)
 
 
 def _box_iou_case(n: int, m: int, quick: bool) -> Case:

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "checks.h"
+#include "common_checks.h"
 
 namespace ssd_ext {
 

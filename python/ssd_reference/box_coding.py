@@ -1,9 +1,8 @@
-"""Reference box math: IoU, SSD encoding and decoding, in plain PyTorch.
+"""Reference SSD box coding (encode / decode) and the xyxy <-> cxcywh conversions, in plain
+PyTorch.
 
 Semantics (the contract the kernels are held to):
-- boxes are xyxy, priors cxcywh; area has no +1 and inverted boxes have zero area;
-- IoU is ``inter / union`` where the union is positive and 0 elsewhere (so two zero-area
-  boxes, or any box with a NaN coordinate, have IoU 0 — never NaN);
+- boxes are xyxy, priors cxcywh, broadcast against each other;
 - encode: ``((cx - pcx) / (v0 pw), (cy - pcy) / (v0 ph), log(w / pw) / v1, log(h / ph) / v1)``;
 - decode: its inverse, with the scaled size offsets ``l_w * v1`` and ``l_h * v1`` clamped
   from above at ``log(1000 / 16)`` before ``exp``; returns xyxy.
@@ -18,34 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .box_iou import _math_dtype
+
 DECODE_LOG_SCALE_CLAMP = math.log(1000.0 / 16)
-
-
-def _math_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def box_area(boxes: Tensor) -> Tensor:
-    """``[...]`` areas of ``[..., 4]`` xyxy boxes; inverted boxes have area 0."""
-    widths = (boxes[..., 2] - boxes[..., 0]).clamp(min=0)
-    heights = (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-    return widths * heights
-
-
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """``[N, M]`` IoU of ``[N, 4]`` and ``[M, 4]`` xyxy boxes."""
-    out_dtype = boxes1.dtype
-    a = boxes1.to(_math_dtype(out_dtype))
-    b = boxes2.to(_math_dtype(out_dtype))
-    area_a = box_area(a)[:, None]
-    area_b = box_area(b)[None, :]
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter_wh = (bottom_right - top_left).clamp(min=0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = area_a + area_b - inter
-    iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))
-    return iou.to(out_dtype)
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:

@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "checks.h"
+#include "common_checks.h"
 
 namespace ssd_ext {
 

@@ -2,7 +2,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checks.h"
+#include "common_checks.h"
 
 namespace ssd_ext {
 

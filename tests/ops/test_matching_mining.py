@@ -1,5 +1,6 @@
 """hard_negative_mining against the reference (a stable sort), hand-worked cases, the tie
-and NaN rules, images without positives, bad input, opcheck."""
+and NaN rules, images without positives, bad input. opcheck and torch.compile:
+test_registration.py."""
 
 from __future__ import annotations
 
@@ -158,21 +159,3 @@ def test_kernel_checks_reach_python():
         torch.ops.ssd_ext.hard_negative_mining(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.int32), 3, 0)
     with pytest.raises(ValueError, match="min_negatives must be >= 0"):
         torch.ops.ssd_ext.hard_negative_mining(torch.zeros(2, 3), LABELS_2x3, 3, -2)
-
-
-def test_opcheck(device):
-    generator = torch.Generator().manual_seed(3)
-    loss, labels = random_problem(3, 40, 0.1, generator)
-    torch.library.opcheck(torch.ops.ssd_ext.hard_negative_mining.default,
-                          (loss.to(device), labels.to(device), 3, 2))
-
-
-def test_torch_compile_fullgraph():
-    def mined_loss(loss, labels):
-        keep = ops.hard_negative_mining(loss, labels, 3, 1)
-        return torch.where(keep, loss, torch.zeros_like(loss)).sum()
-
-    generator = torch.Generator().manual_seed(4)
-    loss, labels = random_problem(2, 100, 0.05, generator)
-    compiled = torch.compile(mined_loss, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(loss, labels), mined_loss(loss, labels))

@@ -8,21 +8,13 @@ import math
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES, assert_close_to_reference, random_boxes
+from conftest import DEVICES, assert_close_to_reference, random_boxes, random_priors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssd_ext import ops
 
 CLAMP = math.log(1000 / 16)
-
-
-def random_priors(count: int, generator: torch.Generator | None = None,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``[count, 4]`` cxcywh priors with sides in [0.05, 0.6]."""
-    centres = torch.rand(count, 2, generator=generator, dtype=torch.float64)
-    sizes = 0.05 + 0.55 * torch.rand(count, 2, generator=generator, dtype=torch.float64)
-    return torch.cat([centres, sizes], dim=1).to(dtype)
 
 
 def test_hand_worked_encode(device):
@@ -235,25 +227,3 @@ def test_kernel_checks_reach_python_as_value_errors():
         torch.ops.ssd_ext.encode(torch.zeros(3, 4), torch.ones(3, 4), [0.1])
     with pytest.raises(ValueError, match="loc must have a last dimension of size 4"):
         torch.ops.ssd_ext.decode(torch.zeros(3, 2), torch.ones(3, 4), [0.1, 0.2])
-
-
-@pytest.mark.parametrize("op_name", ["encode", "decode"])
-def test_opcheck(device, op_name):
-    generator = torch.Generator().manual_seed(6)
-    boxes = random_boxes(2 * 9, generator, min_size=0.01).reshape(2, 9, 4).to(device)
-    priors = random_priors(9, generator).to(device)
-    op = getattr(torch.ops.ssd_ext, op_name).default
-    torch.library.opcheck(op, (boxes, priors, [0.1, 0.2]))
-    torch.library.opcheck(op, (boxes[0], priors, [0.5, 0.3]))
-
-
-def test_torch_compile_fullgraph():
-    def round_trip(boxes, priors):
-        loc = ops.encode(boxes, priors) * 0.5
-        return ops.decode(loc, priors, (0.1, 0.2))
-
-    compiled = torch.compile(round_trip, fullgraph=True, backend="aot_eager")
-    generator = torch.Generator().manual_seed(7)
-    boxes = random_boxes(3 * 11, generator, min_size=0.01).reshape(3, 11, 4)
-    priors = random_priors(11, generator)
-    assert_close_to_reference(compiled(boxes, priors), round_trip(boxes, priors))

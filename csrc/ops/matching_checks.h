@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "checks.h"
+#include "common_checks.h"
 
 namespace ssd_ext {
 
