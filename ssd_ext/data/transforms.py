@@ -136,7 +136,7 @@ class LazyImage:
     The image is a ``height x width`` canvas of colour ``fill`` (RGB floats in [0, 255]) on
     which ``source`` (uint8 ``[h, w, 3]``, read only), mirrored left-right when ``mirrored``,
     with the pointwise maps ``pointwise`` applied in order (each takes and returns float32
-    ``[..., 3]`` RGB in [0, 255]), has its top-left pixel at row ``top``, column ``left``
+    RGB planes ``[3, ...]`` in [0, 255]), has its top-left pixel at row ``top``, column ``left``
     (either may be negative: a crop can cut the source). Integer placement makes expand, crop
     and flip exact index arithmetic, so composing them here and computing pixels once gives
     the pixels of doing them one after another.
@@ -183,10 +183,10 @@ class LazyImage:
 
     # -- the steps ------------------------------------------------------------------------
     def distorted(self, op: Callable[[np.ndarray], np.ndarray]) -> LazyImage:
-        """Apply a pointwise colour map (float32 ``[..., 3]`` -> same) to every pixel."""
+        """Apply a pointwise colour map (float32 RGB planes ``[3, ...]`` -> same) to every pixel."""
         fill = self.fill
         if not self.covers_canvas():  # the fill shows, so it changes too
-            fill = tuple(float(v) for v in op(np.asarray(fill, dtype=np.float32).reshape(1, 3))[0])
+            fill = tuple(float(v) for v in op(np.asarray(fill, dtype=np.float32).reshape(3, 1))[:, 0])
         return self._replace(pointwise=self.pointwise + (op,), fill=fill)
 
     def expanded(self, height: int, width: int, top: int, left: int,
@@ -218,10 +218,10 @@ class LazyImage:
         patch = source[y0 - self.top:y1 - self.top, x0 - self.left:x1 - self.left]
         if not self.pointwise:
             return patch
-        pixels = patch.astype(np.float32)
+        planes = _planes(patch)
         for op in self.pointwise:
-            pixels = op(pixels)
-        return _to_uint8(pixels)
+            planes = op(planes)
+        return _interleave(_to_uint8(planes), np.uint8)
 
     def to_array(self) -> np.ndarray:
         """The pixels: uint8 ``[height, width, 3]`` (may share memory with ``source``)."""
@@ -455,44 +455,98 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return np.stack(channels, axis=-1).astype(hsv.dtype, copy=False)
 
 
-def _adjust_saturation_hue(image: np.ndarray, saturation: float | None,
+def _adjust_saturation_hue(planes: np.ndarray, saturation: float | None,
                            hue_degrees: float | None) -> np.ndarray:
-    """float32 RGB ``[..., 3]`` in [0, 255]: saturation times ``saturation`` (clipped to 1) and
-    hue plus ``hue_degrees``, in HSV, without building the HSV image.
+    """float32 RGB planes ``[3, ...]`` in [0, 255]: saturation times ``saturation`` (clipped
+    to 1) and hue plus ``hue_degrees``, in HSV, without building the HSV image.
 
     With V the max channel and C = V - min the chroma, HSV's saturation is C / V and each
     channel is ``V - C * w`` for a weight ``w`` in [0, 1] set by the hue alone. So scaling
-    the saturation scales C (to at most V), and a hue shift recomputes the weights:
-    ``hsv_to_rgb(rgb_to_hsv(x))`` with S and H changed, in fewer passes."""
-    r, g, b = image[..., 0], image[..., 1], image[..., 2]
-    value = np.maximum(np.maximum(r, g), b)
-    chroma = value - np.minimum(np.minimum(r, g), b)
-    new_chroma = chroma if saturation is None else np.minimum(chroma * np.float32(saturation), value)
+    the saturation scales C (to at most V), and a hue shift recomputes the weights: the same
+    values as ``hsv_to_rgb`` of ``rgb_to_hsv`` with S and H changed, in fewer passes over
+    contiguous planes (numpy's strided and ``mod`` loops are many times slower)."""
+    r, g, b = planes[0], planes[1], planes[2]
+    # In place where possible: fresh large arrays cost page faults, masked ufuncs and
+    # np.where are slow loops, so the sector choice below is arithmetic on 0/1 planes.
+    value = np.maximum(r, g)
+    np.maximum(value, b, out=value)
+    chroma = np.minimum(r, g)
+    np.minimum(chroma, b, out=chroma)
+    np.subtract(value, chroma, out=chroma)
+    new_chroma = chroma
+    if saturation is not None:
+        new_chroma = chroma * np.float32(saturation)
+        np.minimum(new_chroma, value, out=new_chroma)
+    out = np.empty_like(planes)
+    # 1 / C, with grey pixels (C = 0, every channel equal to V) given any finite value.
+    inverse = np.maximum(chroma, np.float32(1e-6))
+    np.divide(np.float32(1.0), inverse, out=inverse)
     if hue_degrees is None:
         # Same hue: every channel keeps its weight, so it moves away from V by C' / C.
-        ratio = np.divide(new_chroma, chroma, out=np.zeros_like(chroma), where=chroma > 0)
-        out = value[..., None] - ratio[..., None] * (value[..., None] - image)
+        np.multiply(new_chroma, inverse, out=inverse)
+        for channel in range(3):
+            np.subtract(value, planes[channel], out=out[channel])
+            np.multiply(out[channel], inverse, out=out[channel])
+            np.subtract(value, out[channel], out=out[channel])
         return np.clip(out, 0, 255, out=out)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inverse = np.float32(1.0) / chroma
-        hue6 = np.where(value == r, (g - b) * inverse,
-                        np.where(value == g, (b - r) * inverse + np.float32(2.0),
-                                 (r - g) * inverse + np.float32(4.0)))
-    hue6 = np.where(chroma > 0, hue6, np.float32(0.0))
-    hue6 += np.float32(hue_degrees / 60.0)
-    np.mod(hue6, np.float32(6.0), out=hue6)
-    out = np.empty_like(image)
-    for channel, n in enumerate((5.0, 3.0, 1.0)):
-        k = hue6 + np.float32(n)
-        np.mod(k, np.float32(6.0), out=k)
-        weight = np.clip(np.minimum(k, np.float32(4.0) - k), 0.0, 1.0, out=k)
-        out[..., channel] = value - new_chroma * weight
+    # Hue in sixths of a turn: (g - b) / C if R is the max, 2 + (b - r) / C if G, else
+    # 4 + (r - g) / C; the first max wins ties, as in rgb_to_hsv.
+    is_r = (value == r).astype(np.float32)
+    is_g = (value == g).astype(np.float32)
+    np.multiply(is_g, np.float32(1.0) - is_r, out=is_g)
+    hue6 = out[0]  # scratch: out[0] is written last
+    np.subtract(r, g, out=hue6)  # sector of B
+    hue6 += np.float32(4.0) * chroma
+    sector = np.subtract(b, r)  # sector of G
+    sector += np.float32(2.0) * chroma
+    sector -= hue6
+    sector *= is_g
+    hue6 += sector
+    np.subtract(g, b, out=sector)  # sector of R
+    sector -= hue6
+    sector *= is_r
+    hue6 += sector
+    hue6 *= inverse  # in [-1, 5]
+    hue6 += np.float32(hue_degrees / 60.0 + 6.0)  # in [0, 12) for |shift| < 180 degrees
+    np.multiply(hue6, np.float32(1.0 / 6.0), out=sector)
+    np.floor(sector, out=sector)
+    sector *= np.float32(6.0)
+    hue6 -= sector  # now in [0, 6)
+    weight = sector
+    for channel, n in ((2, 1.0), (1, 3.0), (0, 5.0)):
+        # Channel n (R: 5, G: 3, B: 1): V - C' * clip(min(k, 4 - k), 0, 1), k = (n + h) mod 6.
+        np.add(hue6, np.float32(n - 6.0), out=weight)  # k - 6, in [n - 6, n)
+        np.multiply(weight, np.float32(1.0 / 6.0), out=is_r)
+        np.floor(is_r, out=is_r)  # -1 where k < 6, else 0
+        is_r *= np.float32(6.0)
+        weight -= is_r  # k mod 6
+        np.subtract(np.float32(4.0), weight, out=is_r)
+        np.minimum(weight, is_r, out=weight)
+        np.clip(weight, 0, 1, out=weight)
+        weight *= new_chroma
+        np.subtract(value, weight, out=out[channel])
     return np.clip(out, 0, 255, out=out)
 
 
+def _planes(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` -> contiguous float32 planes ``[3, H, W]`` (one strided pass per channel)."""
+    planes = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    for channel in range(3):
+        planes[channel] = image[..., channel]
+    return planes
+
+
+def _interleave(planes: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Inverse of :func:`_planes` (to ``dtype``)."""
+    image = np.empty((*planes.shape[1:], 3), dtype=dtype)
+    for channel in range(3):
+        image[..., channel] = planes[channel]
+    return image
+
+
 class _Distortion:
-    """One draw of :class:`PhotometricDistort`: a pointwise map of float32 RGB ``[..., 3]`` in
-    [0, 255] (``None`` marks a step not taken)."""
+    """One draw of :class:`PhotometricDistort`: a pointwise map of float32 RGB planes
+    ``[3, ...]`` in [0, 255] (``None`` marks a step not taken)."""
 
     __slots__ = ("brightness", "contrast", "saturation", "hue", "contrast_first", "permutation")
 
@@ -509,26 +563,26 @@ class _Distortion:
         return (self.brightness is None and self.contrast is None and self.saturation is None
                 and self.hue is None and self.permutation is None)
 
-    def _contrast(self, image: np.ndarray) -> np.ndarray:
+    def _contrast(self, planes: np.ndarray) -> np.ndarray:
         if self.contrast is None:
-            return image
-        return np.clip(image * np.float32(self.contrast), 0, 255)
+            return planes
+        return np.clip(planes * np.float32(self.contrast), 0, 255)
 
-    def _hsv(self, image: np.ndarray) -> np.ndarray:
+    def _hsv(self, planes: np.ndarray) -> np.ndarray:
         if self.saturation is None and self.hue is None:
-            return image
-        return _adjust_saturation_hue(image, self.saturation, self.hue)
+            return planes
+        return _adjust_saturation_hue(planes, self.saturation, self.hue)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, planes: np.ndarray) -> np.ndarray:
         if self.brightness is not None:
-            image = np.clip(image + np.float32(self.brightness), 0, 255)
+            planes = np.clip(planes + np.float32(self.brightness), 0, 255)
         if self.contrast_first:
-            image = self._hsv(self._contrast(image))
+            planes = self._hsv(self._contrast(planes))
         else:
-            image = self._contrast(self._hsv(image))
+            planes = self._contrast(self._hsv(planes))
         if self.permutation is not None:
-            image = image[..., self.permutation]
-        return image
+            planes = planes[self.permutation]
+        return planes
 
 
 class PhotometricDistort(Transform):
@@ -575,7 +629,9 @@ class PhotometricDistort(Transform):
               generator: RandomSource = None) -> Sample:
         distortion = self.draw(generator)
         if isinstance(image, np.ndarray) and image.dtype == np.float32:
-            return distortion(image).astype(np.float32, copy=False), boxes, labels
+            if distortion.is_identity():
+                return image, boxes, labels
+            return _interleave(distortion(_planes(image))), boxes, labels
         image = _lazy(image)
         return (image if distortion.is_identity() else image.distorted(distortion)), boxes, labels
 
