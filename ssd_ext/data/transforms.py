@@ -685,6 +685,20 @@ def _iou_with_rect(boxes: torch.Tensor | np.ndarray, rect: Sequence[float]) -> n
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
+def _max_iou_with_rect(boxes: list[tuple[float, float, float, float, float]],
+                       rect: tuple[int, int, int, int]) -> float:
+    """The largest IoU of ``(x1, y1, x2, y2, area)`` boxes with ``rect``, as :func:`_iou_with_rect`."""
+    rx1, ry1, rx2, ry2 = rect
+    rect_area = (rx2 - rx1) * (ry2 - ry1)
+    best = 0.0
+    for x1, y1, x2, y2, area in boxes:
+        inter = max(min(x2, rx2) - max(x1, rx1), 0.0) * max(min(y2, ry2) - max(y1, ry1), 0.0)
+        union = area + rect_area - inter
+        if union > 0:
+            best = max(best, inter / union)
+    return best
+
+
 def sample_min_iou_crop(
     boxes: torch.Tensor, width: int, height: int, generator: RandomSource = None,
     min_ious: Sequence[float | None] = CROP_MIN_IOUS, min_scale: float = 0.3,
@@ -706,6 +720,8 @@ def sample_min_iou_crop(
     boxes_np = boxes.detach().cpu().numpy().astype(np.float64)
     cx = (boxes_np[:, 0] + boxes_np[:, 2]) / 2
     cy = (boxes_np[:, 1] + boxes_np[:, 3]) / 2
+    # Plain floats: for the few boxes of an image, numpy's per-call cost dominates the trials.
+    box_list = [(x1, y1, x2, y2, (x2 - x1) * (y2 - y1)) for x1, y1, x2, y2 in boxes_np.tolist()]
     for _ in range(max_trials):
         crop_w = _uniform(generator, min_scale * width, width)
         crop_h = _uniform(generator, min_scale * height, height)
@@ -716,7 +732,7 @@ def sample_min_iou_crop(
         left = _randint(generator, width - crop_w_int)
         top = _randint(generator, height - crop_h_int)
         rect = (left, top, left + crop_w_int, top + crop_h_int)
-        if float(_iou_with_rect(boxes_np, rect).max()) < choice:
+        if _max_iou_with_rect(box_list, rect) < choice:
             continue
         keep = (cx > rect[0]) & (cx < rect[2]) & (cy > rect[1]) & (cy < rect[3])
         if not keep.any():
