@@ -193,11 +193,23 @@ class LazyImage:
                  fill: Sequence[float]) -> LazyImage:
         """Place this image at ``(top, left)`` of a ``height x width`` canvas of ``fill``."""
         fill = tuple(float(v) for v in fill)
-        image = self
+        image = self._clipped()  # what a crop cut off must stay off on the larger canvas
         if fill != self.fill and not self.covers_canvas():
             image = LazyImage(self.to_array())  # two fill colours would show: compute pixels now
         return image._replace(height=height, width=width, top=image.top + top,
                               left=image.left + left, fill=fill)
+
+    def _clipped(self) -> LazyImage:
+        """The same image with ``source`` cut (as a view) to the part on the canvas."""
+        h, w = self.source.shape[:2]
+        y0, y1, x0, x1 = self._visible()
+        if y1 <= y0 or x1 <= x0:  # all fill
+            return self._replace(source=self.source[:0, :0], top=0, left=0, mirrored=False)
+        if (y0, y1, x0, x1) == (self.top, self.top + h, self.left, self.left + w):
+            return self
+        source = self.source[:, ::-1] if self.mirrored else self.source
+        source = source[y0 - self.top:y1 - self.top, x0 - self.left:x1 - self.left]
+        return self._replace(source=source, top=y0, left=x0, mirrored=False)
 
     def cropped(self, x1: int, y1: int, x2: int, y2: int) -> LazyImage:
         """The canvas rectangle ``[x1, x2) x [y1, y2)``."""
@@ -275,8 +287,9 @@ def _resample_window(v0: int, v1: int, size: int, out_size: int) -> tuple[int, i
     the canvas range ``[r0, r1)`` holding every pixel the filter reads for those outputs."""
     scale = size / out_size  # canvas pixels per output pixel
     support = max(1.0, scale)  # the bilinear filter's half width, in canvas pixels
-    o0 = max(0, math.floor(v0 / scale) - 2)
-    o1 = min(out_size, math.ceil(v1 / scale) + 2)
+    # Output o reads canvas pixels within ``support`` of its centre ``(o + 0.5) * scale``.
+    o0 = max(0, math.floor((v0 - support) / scale) - 1)
+    o1 = min(out_size, math.ceil((v1 + support) / scale) + 1)
     r0 = max(0, math.floor(o0 * scale - support) - 2)
     r1 = min(size, math.ceil(o1 * scale + support) + 2)
     return o0, o1, r0, r1
@@ -421,7 +434,8 @@ class ToLazyImage(Transform):
                     raise ValueError(f"image tensor must be [3, H, W], got {tuple(image.shape)}")
                 array = image.detach().cpu().permute(1, 2, 0).numpy()
             else:
-                raise TypeError(f"image must be a PIL image, numpy array or tensor, got {type(image).__name__}")
+                raise TypeError("image must be a PIL image, numpy array or tensor, got "
+                                f"{type(image).__name__}")
             if array.dtype != np.uint8:
                 array = np.clip(np.rint(array.astype(np.float32)), 0, 255).astype(np.uint8)
             lazy = LazyImage(array)
