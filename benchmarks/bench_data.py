@@ -118,7 +118,8 @@ def bench_transforms(items: list, size: int, rounds: int) -> dict[str, object]:
     return {"size": size, "images": len(items), "rounds": rounds, "results": rows}
 
 
-def bench_step(dataset_root: Path, size: int, batch_size: int, steps: int) -> dict[str, object]:
+def bench_step(dataset_root: Path, size: int, batch_size: int, steps: int,
+               rounds: int) -> dict[str, object]:
     from ssd_ext.engine import MultiBoxLoss
     from ssd_ext.models import ssd_small
 
@@ -180,12 +181,20 @@ def bench_step(dataset_root: Path, size: int, batch_size: int, steps: int) -> di
     out["default_num_workers"] = chosen
     out["loader_ms_per_batch"] = loader_ms
     out["loader_images_per_s"] = batch_size * 1e3 / loader_ms
+    # Interleaved rounds, so that the machine's load drifts over every setting alike.
+    wall: dict[int, list[float]] = {workers: [] for workers in (0, 1, 2)}
+    cpu: dict[int, list[float]] = {workers: [] for workers in wall}
+    for _ in range(rounds):
+        for workers in wall:
+            times, cpu_s = loader_batches(workers, with_step=True)
+            wall[workers] += times
+            cpu[workers].append(cpu_s)
     combined = {}
-    for workers in (0, 1, 2):
-        times, cpu_s = loader_batches(workers, with_step=True)
-        ms = statistics.median(times)
+    for workers in wall:
+        ms = statistics.median(wall[workers])
         combined[str(workers)] = {"ms_per_step": ms, "images_per_s": batch_size * 1e3 / ms,
-                                  "cpu_s_per_step": cpu_s}
+                                  "cpu_s_per_step": statistics.median(cpu[workers])}
+    out["rounds"] = rounds
     out["loader_plus_step"] = combined
     return out
 
@@ -239,7 +248,8 @@ def markdown(result: dict[str, object]) -> str:
         lines += [
             "",
             f"Loader vs training step: ssd_small at {step['size']} px, batch {step['batch_size']}, "
-            f"{step['torch_threads']} torch threads, wall-time medians of {step['steps']} batches:",
+            f"{step['torch_threads']} torch threads, wall-time medians of {step['steps']} batches "
+            f"(loader + step: x {step['rounds']} interleaved rounds):",
             "",
             "| what | ms / batch (wall) | images/s | CPU s / batch (all processes) |",
             "|---|---|---|---|",
@@ -260,10 +270,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="passes over them per pipeline")
     parser.add_argument("--size", type=int, default=300, help="transform output size")
     parser.add_argument("--steps", type=int, default=6, help="timed batches per loader/step setting")
+    parser.add_argument("--step-rounds", type=int, default=2,
+                        help="interleaved rounds of loader + step over 0, 1, 2 workers")
     parser.add_argument("--skip-step", action="store_true", help="transform comparison only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    for name in ("images", "rounds", "size", "steps"):
+    for name in ("images", "rounds", "size", "steps", "step_rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
@@ -281,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         result["transforms"] = bench_transforms(items, args.size, args.rounds)
         torch.set_num_threads(threads)
         if not args.skip_step:
-            result["step"] = bench_step(root, 160, 32, args.steps)
+            result["step"] = bench_step(root, 160, 32, args.steps, args.step_rounds)
     result["machine"] = machine_description()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data.json").write_text(json.dumps(result, indent=2))

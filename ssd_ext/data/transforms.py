@@ -183,10 +183,11 @@ class LazyImage:
 
     # -- the steps ------------------------------------------------------------------------
     def distorted(self, op: Callable[[np.ndarray], np.ndarray]) -> LazyImage:
-        """Apply a pointwise colour map (float32 RGB planes ``[3, ...]`` -> same) to every pixel."""
+        """Apply a pointwise colour map (float32 RGB planes ``[3, ...]`` -> same, which may
+        overwrite its input) to every pixel."""
         fill = self.fill
         if not self.covers_canvas():  # the fill shows, so it changes too
-            fill = tuple(float(v) for v in op(np.asarray(fill, dtype=np.float32).reshape(3, 1))[:, 0])
+            fill = tuple(float(v) for v in op(np.array(fill, dtype=np.float32).reshape(3, 1))[:, 0])
         return self._replace(pointwise=self.pointwise + (op,), fill=fill)
 
     def expanded(self, height: int, width: int, top: int, left: int,
@@ -240,8 +241,7 @@ class LazyImage:
         y0, y1, x0, x1 = self._visible()
         if (y0, y1, x0, x1) == (0, self.height, 0, self.width):
             return self._patch(y0, y1, x0, x1)
-        out = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        out[...] = self._fill_uint8()
+        out = _filled((self.height, self.width), self._fill_uint8())
         if y1 > y0 and x1 > x0:
             out[y0:y1, x0:x1] = self._patch(y0, y1, x0, x1)
         return out
@@ -258,15 +258,14 @@ class LazyImage:
         y0, y1, x0, x1 = self._visible()
         if (y0, y1, x0, x1) == (0, self.height, 0, self.width):
             return _resample(self._patch(y0, y1, x0, x1), (height, width))
-        out = np.empty((height, width, 3), dtype=np.uint8)
-        out[...] = self._fill_uint8()
+        fill = self._fill_uint8()
+        out = _filled((height, width), fill)
         if y1 <= y0 or x1 <= x0:
             return out
         ys = _resample_window(y0, y1, self.height, height)
         xs = _resample_window(x0, x1, self.width, width)
         (oy0, oy1, ry0, ry1), (ox0, ox1, rx0, rx1) = ys, xs
-        region = np.empty((ry1 - ry0, rx1 - rx0, 3), dtype=np.uint8)
-        region[...] = out[0, 0]
+        region = _filled((ry1 - ry0, rx1 - rx0), fill)
         region[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0] = self._patch(y0, y1, x0, x1)
         # Output pixel o covers canvas [o * n / m, (o + 1) * n / m): the box of [o0, o1).
         box = (ox0 * self.width / width - rx0, oy0 * self.height / height - ry0,
@@ -279,6 +278,16 @@ class LazyImage:
         return (f"LazyImage({self.height}x{self.width}, source {self.source.shape[0]}x"
                 f"{self.source.shape[1]} at ({self.top}, {self.left}), mirrored={self.mirrored}, "
                 f"{len(self.pointwise)} colour maps)")
+
+
+def _filled(size: tuple[int, int], colour: np.ndarray) -> np.ndarray:
+    """uint8 ``[h, w, 3]`` of one RGB colour (row by row: numpy's broadcast of a 3-vector
+    runs an inner loop of length 3)."""
+    out = np.empty((*size, 3), dtype=np.uint8)
+    if size[0] and size[1]:
+        out[0] = colour
+        out[1:] = out[0]
+    return out
 
 
 def _resample_window(v0: int, v1: int, size: int, out_size: int) -> tuple[int, int, int, int]:
@@ -502,7 +511,7 @@ def _adjust_saturation_hue(planes: np.ndarray, saturation: float | None,
             np.subtract(value, planes[channel], out=out[channel])
             np.multiply(out[channel], inverse, out=out[channel])
             np.subtract(value, out[channel], out=out[channel])
-        return np.clip(out, 0, 255, out=out)
+        return np.clip(out, 0.0, 255.0, out=out)
     # Hue in sixths of a turn: (g - b) / C if R is the max, 2 + (b - r) / C if G, else
     # 4 + (r - g) / C; the first max wins ties, as in rgb_to_hsv.
     is_r = (value == r).astype(np.float32)
@@ -536,10 +545,10 @@ def _adjust_saturation_hue(planes: np.ndarray, saturation: float | None,
         weight -= is_r  # k mod 6
         np.subtract(np.float32(4.0), weight, out=is_r)
         np.minimum(weight, is_r, out=weight)
-        np.clip(weight, 0, 1, out=weight)
+        np.clip(weight, 0.0, 1.0, out=weight)
         weight *= new_chroma
         np.subtract(value, weight, out=out[channel])
-    return np.clip(out, 0, 255, out=out)
+    return np.clip(out, 0.0, 255.0, out=out)
 
 
 def _planes(image: np.ndarray) -> np.ndarray:
@@ -560,7 +569,7 @@ def _interleave(planes: np.ndarray, dtype: type = np.float32) -> np.ndarray:
 
 class _Distortion:
     """One draw of :class:`PhotometricDistort`: a pointwise map of float32 RGB planes
-    ``[3, ...]`` in [0, 255] (``None`` marks a step not taken)."""
+    ``[3, ...]`` in [0, 255], computed in place (``None`` marks a step not taken)."""
 
     __slots__ = ("brightness", "contrast", "saturation", "hue", "contrast_first", "permutation")
 
@@ -580,7 +589,8 @@ class _Distortion:
     def _contrast(self, planes: np.ndarray) -> np.ndarray:
         if self.contrast is None:
             return planes
-        return np.clip(planes * np.float32(self.contrast), 0, 255)
+        planes *= np.float32(self.contrast)
+        return np.clip(planes, 0.0, 255.0, out=planes)
 
     def _hsv(self, planes: np.ndarray) -> np.ndarray:
         if self.saturation is None and self.hue is None:
@@ -588,8 +598,10 @@ class _Distortion:
         return _adjust_saturation_hue(planes, self.saturation, self.hue)
 
     def __call__(self, planes: np.ndarray) -> np.ndarray:
+        """Map ``planes`` (float32 ``[3, ...]``, which it may overwrite); returns the result."""
         if self.brightness is not None:
-            planes = np.clip(planes + np.float32(self.brightness), 0, 255)
+            planes += np.float32(self.brightness)
+            np.clip(planes, 0.0, 255.0, out=planes)
         if self.contrast_first:
             planes = self._hsv(self._contrast(planes))
         else:
