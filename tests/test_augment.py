@@ -283,3 +283,178 @@ def test_to_float_image_accepts_pil_array_and_tensor():
         out, _, _ = T.ToFloatImage()(image, [], [])
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, array.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- the uint8 (lazy) path
+
+
+def reference_pipeline(size, mean=T.IMAGENET_MEAN):
+    """train_transform's steps on float32 pixels, every step computed eagerly."""
+    return T.Compose([
+        T.ToFloatImage(), T.PhotometricDistort(), T.Expand(fill=tuple(255.0 * m for m in mean)),
+        T.MinIoURandomCrop(), T.RandomHorizontalFlip(), T.Resize(size), T.Normalize(), T.ToTensor(),
+    ])
+
+
+@settings(max_examples=40, deadline=None)
+@given(samples(max_side=40), st.integers(8, 48))
+def test_train_transform_matches_the_float_reference(sample, size):
+    # Same draws in the same order: identical boxes and labels; pixels equal up to uint8
+    # rounding (one rounding of the colour maps, PIL's 8-bit resampling and the fill's).
+    image, boxes, labels, seed = sample
+    image = image.astype(np.uint8)
+    out, out_boxes, out_labels = T.train_transform(size)(image, boxes, labels, gen(seed))
+    ref, ref_boxes, ref_labels = reference_pipeline(size)(image, boxes, labels, gen(seed))
+    assert torch.equal(out_boxes, ref_boxes) and torch.equal(out_labels, ref_labels)
+    assert out.shape == ref.shape == (3, size, size)
+    diff = (out - ref).abs() * torch.tensor(T.IMAGENET_STD).view(3, 1, 1) * 255  # in 0..255 levels
+    assert float(diff.max()) <= 2.5 and float(diff.mean()) <= 0.75
+
+
+def random_lazy_steps(draw_rng: np.random.Generator, image: T.LazyImage, eager: np.ndarray, steps: int):
+    """Random expand / crop / flip on a LazyImage and on a float array alike."""
+    for _ in range(steps):
+        kind = draw_rng.integers(3)
+        height, width = eager.shape[:2]
+        if kind == 0:
+            new_h, new_w = height + int(draw_rng.integers(0, 9)), width + int(draw_rng.integers(0, 9))
+            top = int(draw_rng.integers(0, new_h - height + 1))
+            left = int(draw_rng.integers(0, new_w - width + 1))
+            fill = (10.0, 200.0, 77.0) if draw_rng.random() < 0.5 else (1.0, 2.0, 3.0)
+            image = image.expanded(new_h, new_w, top, left, fill)
+            canvas = np.empty((new_h, new_w, 3), np.float32)
+            canvas[...] = fill
+            canvas[top:top + height, left:left + width] = eager
+            eager = canvas
+        elif kind == 1:
+            x1, y1 = int(draw_rng.integers(0, width)), int(draw_rng.integers(0, height))
+            x2, y2 = int(draw_rng.integers(x1 + 1, width + 1)), int(draw_rng.integers(y1 + 1, height + 1))
+            image, eager = image.cropped(x1, y1, x2, y2), eager[y1:y2, x1:x2]
+        else:
+            image, eager = image.flipped(), eager[:, ::-1]
+    return image, eager
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(2, 40), st.integers(2, 40))
+def test_lazy_geometry_is_the_eager_geometry(seed, steps, out_h, out_w):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(2, 24)), int(rng.integers(2, 24)), 3)
+    source = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    lazy, eager = random_lazy_steps(rng, T.LazyImage(source), source.astype(np.float32), steps)
+    assert lazy.shape == eager.shape
+    expected = np.rint(eager).astype(np.uint8)
+    np.testing.assert_array_equal(lazy.to_array(), expected)
+    # Resizing only the visible part (plus the filter's reach) = resizing the whole canvas.
+    resized = lazy.resized(out_h, out_w).astype(np.int16)
+    whole = T._resample(expected, (out_h, out_w)).astype(np.int16)
+    assert int(np.abs(resized - whole).max()) <= 1
+
+
+def test_lazy_resize_of_a_large_zoom_out_reads_only_the_source():
+    # 4x zoom out of a 300x200 image to 300 px: the canvas (1200x800) is never built, and the
+    # pixels far from the pasted image are exactly the fill.
+    source = np.full((200, 300, 3), 200, np.uint8)
+    lazy = T.LazyImage(source).expanded(800, 1200, 500, 10, (124.0, 116.0, 104.0))
+    out = lazy.resized(300, 300)
+    whole = T._resample(lazy.to_array(), (300, 300))
+    assert int(np.abs(out.astype(int) - whole).max()) <= 1
+    assert (out[:150] == [124, 116, 104]).all() and (out[230:, 100:] == [124, 116, 104]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.one_of(st.none(), st.floats(0.0, 3.0)),
+       st.one_of(st.none(), st.floats(-179.0, 179.0)))
+def test_saturation_hue_matches_hsv_round_trip(seed, saturation, hue):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size=(64, 3)).astype(np.float32)
+    rgb[:4] = [[7, 7, 7], [0, 0, 0], [255, 9, 255], [30, 30, 200]]  # grey, black, ties
+    hsv = T.rgb_to_hsv(rgb / 255)
+    if saturation is not None:
+        hsv[:, 1] = np.clip(hsv[:, 1] * saturation, 0, 1)
+    if hue is not None:
+        hsv[:, 0] = (hsv[:, 0] + hue / 360) % 1.0
+    expected = np.clip(T.hsv_to_rgb(hsv) * 255, 0, 255)
+    out = T._adjust_saturation_hue(np.ascontiguousarray(rgb.T), saturation, hue).T
+    np.testing.assert_allclose(out, expected, atol=2e-3)
+
+
+def test_distortion_of_the_fill_after_zoom_out():
+    # A colour map after the zoom out maps the fill too, as on float pixels.
+    image = np.random.default_rng(3).integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+    expand = T.Expand(fill=(100.0, 50.0, 25.0), p=1.0)
+    distort = T.PhotometricDistort(p=1.0)
+    boxes, labels = torch.zeros(0, 4), torch.zeros(0)
+    for seed in range(5):
+        lazy = T.Compose([T.ToLazyImage(), expand, distort])(image, boxes, labels, gen(seed))[0]
+        ref = T.Compose([T.ToFloatImage(), expand, distort])(image, boxes, labels, gen(seed))[0]
+        assert lazy.dtype == np.uint8
+        assert int(np.abs(lazy.astype(int) - np.rint(ref).astype(int)).max()) <= 1
+
+
+def test_compose_checks_a_sample_once(monkeypatch):
+    calls = []
+    check = T._check_sample
+    monkeypatch.setattr(T, "_check_sample", lambda *args: calls.append(1) or check(*args))
+    image = np.zeros((20, 30, 3), np.uint8)
+    boxes, labels = torch.tensor([[2.0, 2.0, 12.0, 15.0]]), torch.tensor([1])
+    T.train_transform(16)(image, boxes, labels, gen(0))
+    assert len(calls) == 1  # by ToLazyImage, none by the seven steps after it
+    calls.clear()
+    # After a callable that is not a Transform, the next step checks again.
+    steps = [T.ToLazyImage(), lambda *s: s[:3], T.RandomHorizontalFlip(), T.Resize(8)]
+    T.Compose(steps)(image, boxes, labels)
+    assert len(calls) == 2
+    # ... and reports a bad sample with the message a lone step gives.
+    to_tensor = lambda image, boxes, labels, g: (torch.zeros(3, 4, 4), boxes, labels)  # noqa: E731
+    bad = T.Compose([T.ToFloatImage(), to_tensor, T.RandomHorizontalFlip()])
+    with pytest.raises(TypeError, match="ToFloatImage first"):
+        bad(image, boxes, labels)
+    with pytest.raises(ValueError, match="first dimension"):
+        drop_labels = lambda image, boxes, labels, g: (image, boxes, labels[:0])  # noqa: E731
+        T.Compose([T.ToLazyImage(), drop_labels, T.Resize(8)])(image, boxes, labels)
+    with pytest.raises(TypeError, match="ToFloatImage first"):
+        T.Compose([T.ToLazyImage(), T.ToTensor(), T.Resize(8)])(image, boxes, labels)
+
+
+def test_steps_take_uint8_arrays_and_give_arrays_back():
+    image = np.random.default_rng(0).integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+    boxes, labels = torch.tensor([[1.0, 1.0, 6.0, 8.0]]), torch.tensor([4])
+    flipped, _, _ = T.RandomHorizontalFlip(p=1.0)(image, boxes, labels)
+    assert isinstance(flipped, np.ndarray) and flipped.dtype == np.uint8
+    np.testing.assert_array_equal(flipped, image[:, ::-1])
+    resized, _, _ = T.Resize((5, 6))(image, boxes, labels)
+    assert resized.shape == (5, 6, 3) and resized.dtype == np.uint8
+    normalized, _, _ = T.Normalize()(image, boxes, labels)
+    reference, _, _ = T.Normalize()(image.astype(np.float32), boxes, labels)
+    np.testing.assert_allclose(normalized, reference, atol=1e-5)
+    tensor, _, _ = T.ToTensor()(image, boxes, labels)
+    assert tensor.dtype == torch.float32
+    assert torch.equal(tensor, torch.from_numpy(image).permute(2, 0, 1).float())
+
+
+def test_to_lazy_image_accepts_pil_array_and_tensor():
+    from PIL import Image
+
+    array = np.random.default_rng(0).integers(0, 255, size=(6, 5, 3), dtype=np.uint8)
+    inputs = (Image.fromarray(array), Image.fromarray(array).convert("L").convert("RGB"), array,
+              array.astype(np.float64), torch.from_numpy(array).permute(2, 0, 1))
+    for image in inputs[:1] + inputs[2:]:
+        out, boxes, _ = T.ToLazyImage()(image, [], [])
+        assert isinstance(out, T.LazyImage) and boxes.shape == (0, 4)
+        np.testing.assert_array_equal(out.to_array(), array)
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        T.ToLazyImage()(np.zeros((4, 4)), [], [])
+    with pytest.raises(TypeError, match="PIL image"):
+        T.ToLazyImage()("image.jpg", [], [])
+    with pytest.raises(TypeError, match="uint8"):
+        T.LazyImage(np.zeros((4, 4, 3), np.float32))
+
+
+def test_lazy_crop_of_the_fill_only_then_zoom_out_stays_fill():
+    source = np.full((4, 4, 3), 250, np.uint8)
+    lazy = T.LazyImage(source).expanded(20, 20, 0, 0, (1.0, 2.0, 3.0)).cropped(10, 10, 16, 16)
+    lazy = lazy.expanded(12, 12, 6, 6, (7.0, 8.0, 9.0))
+    out = lazy.to_array()
+    assert (out[6:, 6:] == [1, 2, 3]).all() and (out[:6] == [7, 8, 9]).all()
+    assert (lazy.resized(5, 5) < 250).all()

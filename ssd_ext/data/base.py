@@ -251,7 +251,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         """``(RGB PIL image, boxes [G,4] pixels, labels [G], difficult [G], image_id)``."""
         record = self.records[index]
         with Image.open(record.image_path) as image:
-            image = image.convert("RGB")
+            # An RGB file (every VOC/COCO JPEG: libjpeg decodes straight to RGB) is only
+            # loaded; convert() would copy its pixels once more. Other modes are converted.
+            if image.mode == "RGB":
+                image.load()
+            else:
+                image = image.convert("RGB")
         return image, record.boxes, record.labels, record.difficult, record.image_id
 
     def _load_raw_robust(self, index: int) -> tuple[int, tuple[Any, ...]]:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["collate", "make_loader", "seed_worker"]
+__all__ = ["available_cores", "collate", "default_num_workers", "make_loader", "seed_worker"]
+
+# Above this many workers the augmentation outruns any step we have measured, and each extra
+# worker only holds ``prefetch_factor`` more batches in memory.
+MAX_DEFAULT_WORKERS = 8
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]
@@ -39,36 +44,84 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
+class _WorkerInit:
+    """:func:`seed_worker`, then the user's ``worker_init_fn`` (a class, not a closure, so
+    that it pickles for the ``spawn`` start method)."""
+
+    def __init__(self, user_fn: Callable[[int], Any] | None) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        seed_worker(worker_id)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_num_workers(cores: int | None = None) -> int:
+    """Worker processes :func:`make_loader` starts by default for ``cores`` (default: the
+    cores available): 0 on 1 or 2 cores, else ``min(cores - 1, 8)``.
+
+    A worker only helps when a core would otherwise idle while the step runs. On 2 cores the
+    training step already keeps both busy (torch's intra-op threads), so a worker takes CPU
+    from the step and adds process hand-over costs: measured on the 2-core machine (see
+    docs/BENCHMARKS.md, "Data pipeline"), workers made the small model's step slower. With
+    more cores the main process keeps one core and the workers get the rest, up to 8 (see
+    ``MAX_DEFAULT_WORKERS``)."""
+    cores = available_cores() if cores is None else int(cores)
+    if cores <= 2:
+        return 0
+    return min(cores - 1, MAX_DEFAULT_WORKERS)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int | None = None,
                 pin_memory: bool = False, drop_last: bool = False, seed: int | None = None,
-                persistent_workers: bool | None = None, **kwargs: Any) -> DataLoader:
+                persistent_workers: bool | None = None, prefetch_factor: int | None = None,
+                worker_init_fn: Callable[[int], Any] | None = None, **kwargs: Any) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` that batches with :func:`collate`.
 
-    ``seed`` fixes the shuffling order and every worker's torch RNG (which the transforms draw
-    from when given no generator), so two loaders with the same seed, dataset and
-    ``num_workers`` yield the same augmented batches. With ``num_workers=0`` the augmentation
-    draws from the main process's global torch RNG (seed it with ``torch.manual_seed``).
-    ``pin_memory`` pins batches when an accelerator is present (it is a no-op without one).
-    Other keyword arguments go to ``DataLoader``.
+    ``num_workers=None`` picks :func:`default_num_workers` for the cores available. With
+    workers, they persist across epochs (``persistent_workers``, default True) and each keeps
+    ``prefetch_factor`` batches ready (default 2). ``seed`` fixes the shuffling order and
+    every worker's torch RNG (which the transforms draw from when given no generator), so two
+    loaders with the same seed, dataset and ``num_workers`` yield the same augmented batches.
+    With ``num_workers=0`` the augmentation draws from the main process's global torch RNG
+    (seed it with ``torch.manual_seed``). ``worker_init_fn`` runs in each worker after ours
+    (which seeds numpy's and Python's RNGs from torch's). ``pin_memory`` pins batches when an
+    accelerator is present (it is a no-op without one). Other keyword arguments go to
+    ``DataLoader``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if num_workers is None:
+        num_workers = default_num_workers()
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0 or None, got {num_workers!r}")
+    if worker_init_fn is not None and not callable(worker_init_fn):
+        raise TypeError(f"worker_init_fn must be callable or None, got {type(worker_init_fn).__name__}")
+    num_workers = int(num_workers)
     generator = None
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(int(seed))
-    if persistent_workers is None:
-        persistent_workers = num_workers > 0
+    if num_workers > 0:
+        kwargs["persistent_workers"] = True if persistent_workers is None else bool(persistent_workers)
+        kwargs["prefetch_factor"] = 2 if prefetch_factor is None else int(prefetch_factor)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=int(batch_size),
         shuffle=shuffle,
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=bool(pin_memory and torch.accelerator.is_available()),
         drop_last=drop_last,
-        worker_init_fn=seed_worker,
+        worker_init_fn=_WorkerInit(worker_init_fn),
         generator=generator,
-        persistent_workers=persistent_workers and num_workers > 0,
         **kwargs,
     )
