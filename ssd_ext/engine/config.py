@@ -133,7 +133,7 @@ class TrainConfig:
     max_nonfinite: int = 10
     """Stop after this many non-finite losses in a row (each one's step is skipped)."""
     num_threads: int | None = None
-    """torch.set_num_threads on the CPU (None: torch's default)."""
+    """torch.set_num_threads for the run (None: torch's default; restored afterwards)."""
     log_every: int = 10
     """Write a metrics line (and TensorBoard scalars) every this many iterations."""
     progress: bool = True
@@ -197,7 +197,10 @@ def _synthetic_small() -> Config:
     config.data = DataConfig(kind="synthetic", image_size=160, augment="light", expand_max_ratio=1.5)
     config.optim = OptimConfig(name="adamw", lr=3e-3, weight_decay=5e-4, clip_grad_norm=10.0)
     config.schedule = ScheduleConfig(epochs=12, warmup_iters=50, kind="cosine", min_lr_factor=0.02)
-    config.train = TrainConfig(batch_size=32, ema=False)
+    # One intra-op thread plus one loader process: on a 2-core machine (above all a shared one)
+    # two intra-op threads spin-wait on each other and train many times slower.
+    config.data.num_workers = 1
+    config.train = TrainConfig(batch_size=32, ema=False, num_threads=1)
     config.checkpoint = CheckpointConfig(every=200, keep_last=2)
     config.eval = EvalConfig(every_epochs=3)
     return config

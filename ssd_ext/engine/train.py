@@ -639,11 +639,13 @@ def resolve_resume(resume: str, config: Config) -> Path:
 
 def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train ``config`` (resuming from the checkpoint ``resume`` when given), evaluate on the
-    held-out split and write the run folder. Returns a summary dict (metrics, paths) on every
-    rank (paths and metrics are filled on rank 0)."""
+    held-out split and write the run folder. Returns a summary dict on every rank: "metrics"
+    and the paths (rank 0 only; also in ``<output_dir>/summary.json``), and "model", this
+    rank's trained model (unwrapped from DDP)."""
     validate(config)
     rank, world, local_rank = _setup_distributed(config.train.device)
     device = _device(config.train.device, local_rank, world)
+    threads_before = torch.get_num_threads()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     if device.type == "cuda":
@@ -716,7 +718,12 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    # Its own generator: creating an epoch's iterator draws a worker seed, which must not move
+    # the global RNG (a resumed run creates one iterator more than an uninterrupted one).
+    loader_generator = torch.Generator()
+    loader_generator.manual_seed(config.train.seed)
     loader = DataLoader(items, batch_size=batch, sampler=sampler, num_workers=config.data.num_workers,
+                        generator=loader_generator,
                         collate_fn=_collate(), drop_last=True, pin_memory=device.type == "cuda",
                         persistent_workers=config.data.num_workers > 0)
     if rank == 0:
@@ -768,6 +775,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
                 run_eval()
         train_seconds = time.perf_counter() - started
         state.epoch = config.schedule.epochs
+        if world > 1:
+            _sync_buffers(model, ema)
         if config.eval.at_end:
             run_eval()
         save("periodic")
@@ -790,9 +799,22 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
                 summary["pictures"] = str(run.dir / "detections") if pictures else None
             with open(run.dir / "summary.json", "w") as handle:
                 json.dump(summary, handle, indent=2)
+        summary["model"] = _unwrap(model)
         return summary
     finally:
         run.close()
+        torch.set_num_threads(threads_before)
+
+
+def _sync_buffers(model: nn.Module, ema: nn.Module | None) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics): DDP broadcasts them at the
+    start of each forward, so after the last step each rank still holds its own."""
+    for module in (_unwrap(model), ema):
+        if module is None:
+            continue
+        for buffer in module.buffers():
+            if buffer.is_floating_point() or buffer.dtype in (torch.int64, torch.int32):
+                dist.broadcast(buffer.data, src=0)
 
 
 def config_of_checkpoint(path: str | os.PathLike) -> Config:
