@@ -299,7 +299,7 @@ def make_train_parser(defaults: Config, prog: str = "ssd train"):
 
     parser = ArgumentParser(prog=prog, description="Train an SSD. Every config field is an option; "
                             "--config reads a YAML/JSON file of the same nesting.",
-                            exit_on_error=False, default_meta=False)
+                            exit_on_error=False)
     parser.add_argument("--preset", default=defaults.preset,
                         help=f"named starting config: {', '.join(PRESETS)} (default synthetic_small)")
     parser.add_argument("--resume", default=None,
