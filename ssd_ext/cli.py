@@ -202,9 +202,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     try:
         from ssd_ext.engine.inference import Detector, detect_to_files
     except ImportError as error:  # pragma: no cover - until the inference module is present
-        raise UsageError(f"ssd detect needs ssd_ext.engine.inference, which this build lacks ({error})") from None
-    detector = Detector.from_checkpoint(args.checkpoint, device=None if args.device == "auto" else args.device,
-                                        score_threshold=args.score_threshold)
+        raise UsageError(f"ssd detect needs ssd_ext.engine.inference, which this build lacks "
+                         f"({error})") from None
+    device = None if args.device == "auto" else args.device
+    detector = Detector.from_checkpoint(args.checkpoint, device=device, score_threshold=args.score_threshold)
     results = detect_to_files(paths, detector, args.out)
     total = sum(len(r.get("boxes", [])) for r in results)
     print(f"{len(results)} image(s), {total} detection(s) above {args.score_threshold}: pictures and "
@@ -277,7 +278,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint on a held-out set (COCO AP and VOC mAP)")
     ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data", help="a VOCdevkit folder or a COCO json (default: the checkpoint's held-out split)")
+    ev.add_argument("--data", help="a VOCdevkit folder or a COCO json "
+                    "(default: the checkpoint's held-out split)")
     ev.add_argument("--images", help="with a COCO json: the folder of its images")
     ev.add_argument("--split", default="2007:test", help="with a VOC folder: year:split (default 2007:test)")
     ev.add_argument("--batch-size", type=int, default=32)
@@ -338,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         if os.environ.get("SSD_DEBUG"):
             raise
-        print(f"ssd: error: {type(error).__name__}: {error} (SSD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"ssd: error: {type(error).__name__}: {error} (SSD_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 1
 
 

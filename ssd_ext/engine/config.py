@@ -211,20 +211,24 @@ def _paper(model: str, size: int, dataset: str) -> Config:
     config.model = ModelConfig(name=model, priors=f"{model}_{dataset}")
     if dataset == "voc":
         # VOC07+12 trainval, 120k iterations of batch 32 with lr 1e-3 dropped at 80k and 100k.
-        config.data = DataConfig(kind="voc", root="data/VOCdevkit", train_split=["2007:trainval", "2012:trainval"],
+        config.data = DataConfig(kind="voc", root="data/VOCdevkit",
+                                 train_split=["2007:trainval", "2012:trainval"],
                                  val_split=["2007:test"], image_size=size, num_workers=4)
         iterations, milestones = 120_000, [80_000 / 120_000, 100_000 / 120_000]
         epochs = round(iterations * 32 / 16_551)
     else:
         # COCO trainval35k, 400k iterations of batch 32 with lr 1e-3 dropped at 280k and 360k.
         config.data = DataConfig(kind="coco", root="data/coco/train2017",
-                                 train_split=["data/coco/train2017", "data/coco/annotations/instances_train2017.json"],
-                                 val_split=["data/coco/val2017", "data/coco/annotations/instances_val2017.json"],
+                                 train_split=["data/coco/train2017",
+                                              "data/coco/annotations/instances_train2017.json"],
+                                 val_split=["data/coco/val2017",
+                                            "data/coco/annotations/instances_val2017.json"],
                                  image_size=size, num_workers=4)
         iterations, milestones = 400_000, [280_000 / 400_000, 360_000 / 400_000]
         epochs = round(iterations * 32 / 117_266)
     config.optim = OptimConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    config.schedule = ScheduleConfig(epochs=epochs, warmup_iters=1000, kind="multistep", milestones=milestones)
+    config.schedule = ScheduleConfig(epochs=epochs, warmup_iters=1000, kind="multistep",
+                                     milestones=milestones)
     config.train = TrainConfig(batch_size=32, amp="bf16", ema=False)
     config.checkpoint = CheckpointConfig(every=5000, keep_last=3)
     config.eval = EvalConfig(every_epochs=10, max_detections=200, batch_size=32, score_threshold=0.01)

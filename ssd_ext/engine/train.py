@@ -324,8 +324,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             if finite.item() < 1:
                 state.nonfinite_total += 1
                 state.nonfinite_streak += 1
-                message = (f"non-finite loss at iteration {state.iteration} (loc {losses['loc_loss'].item():.4g}, "
-                           f"conf {losses['conf_loss'].item():.4g}): step skipped "
+                message = (f"non-finite loss at iteration {state.iteration} "
+                           f"(loc {losses['loc_loss'].item():.4g}, conf {losses['conf_loss'].item():.4g}): "
+                           "step skipped "
                            f"({state.nonfinite_streak} in a row, {state.nonfinite_total} in all)")
                 if rank == 0:
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -334,9 +335,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                              "nonfinite_total": state.nonfinite_total})
                 if state.nonfinite_streak >= max_nonfinite:
                     raise TrainingError(
-                        f"stopped at iteration {state.iteration}: {state.nonfinite_streak} non-finite losses in a "
-                        f"row (limit train.max_nonfinite={max_nonfinite}). Lower optim.lr, set "
-                        "optim.clip_grad_norm, use a longer schedule.warmup_iters, or check the data for bad boxes.")
+                        f"stopped at iteration {state.iteration}: {state.nonfinite_streak} non-finite "
+                        f"losses in a row (limit train.max_nonfinite={max_nonfinite}). Lower optim.lr, "
+                        "set optim.clip_grad_norm, use a longer schedule.warmup_iters, or check the data "
+                        "for bad boxes.")
             else:
                 state.nonfinite_streak = 0
                 if scaler is not None:
@@ -603,7 +605,8 @@ def _checkpoint_dict(config: Config, model: nn.Module, class_names: tuple[str, .
     prior_preset = config.model.priors
     return {
         "format": "ssd_ext.checkpoint", "format_version": 1, "ssd_ext_version": __version__,
-        "model": {"name": config.model.name, "num_classes": len(class_names), "kwargs": dict(config.model.kwargs)},
+        "model": {"name": config.model.name, "num_classes": len(class_names),
+                  "kwargs": dict(config.model.kwargs)},
         "class_names": list(class_names),
         "prior_preset": prior_preset,
         "input": {"size": list(getattr(net, "image_size", (config.data.image_size,) * 2)),
@@ -658,8 +661,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
     run = _Run(config, rank)
     if rank == 0 and ckpt is None and list(run.checkpoints.glob("checkpoint_*.pt")):
         if not config.overwrite:
-            raise ConfigError(f"{str(run.dir)!r} already holds checkpoints; pass --resume to continue that run "
-                              "or --overwrite true to start over there")
+            raise ConfigError(f"{str(run.dir)!r} already holds checkpoints; pass --resume to continue that "
+                              "run or --overwrite true to start over there")
         shutil.rmtree(run.checkpoints)
         for stale in ("metrics.jsonl", "best.json"):
             (run.dir / stale).unlink(missing_ok=True)
@@ -687,8 +690,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
     batch = config.train.batch_size
     iters_per_epoch = sampler.num_samples // batch
     if iters_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={batch} is larger than this rank's {sampler.num_samples} training "
-                          "images")
+        raise ConfigError(f"train.batch_size={batch} is larger than this rank's {sampler.num_samples} "
+                          "training images")
     total = iters_per_epoch * config.schedule.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(config, it, total))
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
@@ -733,7 +736,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
     def save(kind: str) -> None:
         if rank != 0:
             return
-        data = _checkpoint_dict(config, model, class_names, optimizer, scheduler, scaler, ema, state, last_metrics)
+        data = _checkpoint_dict(config, model, class_names, optimizer, scheduler, scaler, ema, state,
+                                last_metrics)
         if kind == "periodic":
             atomic_save(data, run.checkpoints / f"checkpoint_{state.iteration:08d}.pt")
             prune_checkpoints(run.checkpoints, config.checkpoint.keep_last)
@@ -783,7 +787,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
         summary: dict[str, Any] = {
             "output_dir": str(run.dir), "iterations": state.iteration, "world_size": world,
             "train_seconds": train_seconds,
-            "train_images_per_second": (state.iteration - start_iteration) * batch * world / max(train_seconds, 1e-9),
+            "train_images_per_second":
+                (state.iteration - start_iteration) * batch * world / max(train_seconds, 1e-9),
             "nonfinite_skipped": state.nonfinite_total, "metrics": last_metrics,
         }
         if rank == 0:
@@ -794,8 +799,8 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
                 summary["curves"] = str(plot_curves(run.metrics, run.dir / "curves.png"))
             if config.eval.num_pictures:
                 eval_model = ema.module if ema is not None else model
-                pictures = write_detection_pictures(eval_model, val_set, config, run.dir / "detections", device,
-                                                    config.eval.num_pictures)
+                pictures = write_detection_pictures(eval_model, val_set, config, run.dir / "detections",
+                                                    device, config.eval.num_pictures)
                 summary["pictures"] = str(run.dir / "detections") if pictures else None
             with open(run.dir / "summary.json", "w") as handle:
                 json.dump(summary, handle, indent=2)

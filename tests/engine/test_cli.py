@@ -79,7 +79,8 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
                  "--split", "2007:trainval"]) == 0
     assert main(["data", "synth", "--layout", "coco", "--out", str(tmp_path / "coco"), "--num-images", "4",
                  "--quiet", "--image-size", "64"]) == 0
-    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "coco" / "annotations.json"),
+    coco_json = str(tmp_path / "coco" / "annotations.json")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", coco_json,
                  "--images", str(tmp_path / "coco" / "images")]) == 0
     capsys.readouterr()
 
@@ -108,11 +109,12 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
         (["eval", "--checkpoint", str(tmp_path / "missing.pt")], 1, "does not exist"),
         (["eval", "--checkpoint", str(tmp_path / "tiny.json")], 1, "cannot be read"),
         (["eval", "--checkpoint", str(tmp_path / "other.pt")], 1, "another model"),
-        (["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "missing")], 2, "is not a folder"),
+        (["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "missing")], 2,
+         "is not a folder"),
         (["detect", str(bad_image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "d")], 2,
          "cannot read image"),
-        (["detect", str(tmp_path / "nothing.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "d")],
-         2, "neither an image file nor a folder"),
+        (["detect", str(tmp_path / "nothing.png"), "--checkpoint", str(checkpoint), "--out",
+          str(tmp_path / "d")], 2, "neither an image file nor a folder"),
     ]
     for argv, status, message in cases:
         assert main(argv) == status, argv

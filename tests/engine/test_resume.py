@@ -47,7 +47,8 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path, ema):
     a = load_checkpoint(ckpts / "checkpoint_00000012.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "checkpoint_00000012.pt")
     assert a["iteration"] == b["iteration"] == 12
-    for key in ("model_state", "ema_state", "ema_averaging_state", "optimizer_state", "scheduler_state", "rng"):
+    for key in ("model_state", "ema_state", "ema_averaging_state", "optimizer_state", "scheduler_state",
+                "rng"):
         _assert_same_state(a[key], b[key], key)
     assert a["model_state"].keys() and (a["ema_state"] is not None) == ema
     # And training really changed the weights between the checkpoint and the end.

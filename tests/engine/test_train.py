@@ -97,7 +97,8 @@ def test_a_run_of_nonfinite_losses_stops_training():
 
 @pytest.mark.slow
 def test_two_process_ddp_on_gloo(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "python"), str(Path(__file__).parent)]),
+    paths = [str(ROOT), str(ROOT / "python"), str(Path(__file__).parent)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
                OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(Path(__file__).parent / "_ddp_worker.py"), str(tmp_path)]
