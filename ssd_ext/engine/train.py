@@ -452,7 +452,7 @@ def _collate() -> Callable:
 
 
 def write_detection_pictures(model: nn.Module, dataset: Any, config: Config, out_dir: Path,
-                             device: torch.device, count: int, score_threshold: float = 0.3) -> list[Path]:
+                             device: torch.device, count: int, score_threshold: float = 0.5) -> list[Path]:
     """Draw the model's detections on the first ``count`` images of ``dataset`` (PNG files)."""
     from ..data import draw_boxes
 
@@ -748,13 +748,20 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
         if s.iteration % config.checkpoint.every == 0 and s.iteration < total:
             save("periodic")
 
+    eval_seconds = 0.0
+
     def run_eval() -> None:
-        nonlocal last_metrics
+        nonlocal last_metrics, eval_seconds
+        eval_started = time.perf_counter()
+        # Seconds spent training (not evaluating) in this process so far.
+        train_time = eval_started - started - eval_seconds
         eval_model = ema.module if ema is not None else _unwrap(model)
         result = evaluate_model(eval_model, val_set, config, device, progress=config.train.progress)
+        eval_seconds += time.perf_counter() - eval_started
         if rank == 0 and result is not None:
             last_metrics = dict(result["metrics"])
-            run.log({"iter": state.iteration, "epoch": state.epoch, **last_metrics})
+            run.log({"iter": state.iteration, "epoch": state.epoch, "train_time_s": train_time,
+                     **last_metrics})
             if last_metrics.get("AP", -1.0) > state.best_ap:
                 state.best_ap = float(last_metrics["AP"])
                 save("best")
@@ -777,7 +784,7 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
             every = config.eval.every_epochs
             if every and epoch_done % every == 0 and state.iteration < total:
                 run_eval()
-        train_seconds = time.perf_counter() - started
+        train_seconds = time.perf_counter() - started - eval_seconds
         state.epoch = config.schedule.epochs
         if world > 1:
             _sync_buffers(model, ema)
