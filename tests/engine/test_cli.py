@@ -123,15 +123,21 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
         assert err.count("\n") == 1, err
 
 
-def test_info_synth_alias_and_errors_in_a_real_process(tmp_path):
+def test_info_and_an_error_in_a_real_process():
     info = _ssd("info")
     assert info.returncode == 0 and "synthetic_small" in info.stdout and "ssd_small" in info.stdout
-    alias = _ssd("synth-voc", "--out", str(tmp_path / "voc"), "--num-images", "2", "--quiet")
-    assert alias.returncode == 0, alias.stderr
-    assert len(list((tmp_path / "voc" / "VOC2007" / "Annotations").glob("*.xml"))) == 2
     bad = _ssd("train", "--preset", "ssd301_voc")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("ssd: error: unknown preset")
-    assert _ssd("frobnicate").returncode == 2
-    bench = _ssd("bench", "--help", cwd=ROOT)
-    assert bench.returncode == 0 and "usage" in bench.stdout.lower()
+
+
+def test_synth_alias_bench_and_unknown_command(tmp_path, capsys, monkeypatch):
+    assert main(["synth-voc", "--out", str(tmp_path / "voc"), "--num-images", "2", "--quiet"]) == 0
+    assert len(list((tmp_path / "voc" / "VOC2007" / "Annotations").glob("*.xml"))) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out.lower()
