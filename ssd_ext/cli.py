@@ -156,15 +156,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     result = evaluate_model(model, held_out, config, device, progress=True)
-    assert result is not None
-    for key, value in result["metrics"].items():
-        print(f"{key:>10}: {value:.4f}")
+    print(result.table())
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "eval.json", "w") as handle:
-            json.dump(result, handle, indent=2)
-        print(f"wrote {out / 'eval.json'}")
+            json.dump(result.to_json(), handle, indent=2)
+        written = [out / "eval.json"]
+        if hasattr(result, "plot_pr"):
+            result.plot_pr(out / "precision_recall.png")
+            written.append(out / "precision_recall.png")
+        print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

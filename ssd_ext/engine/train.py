@@ -414,9 +414,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def evaluate_model(model: nn.Module, dataset: Any, config: Config, device: torch.device,
-                   progress: bool = False) -> dict[str, Any] | None:
+                   progress: bool = False) -> Any:
     """Predict on this rank's shard of ``dataset``, gather on rank 0 and evaluate there.
-    Returns ``{"metrics": ..., "per_class": ...}`` on rank 0, None on the others."""
+    Returns the ``EvalResult`` of ``ssd_ext.engine.evaluate`` on rank 0, None on the others."""
     from .evaluate import evaluate_predictions, predict
 
     rank, world = _distributed()
@@ -441,8 +441,7 @@ def evaluate_model(model: nn.Module, dataset: Any, config: Config, device: torch
             for p in part:
                 unique.setdefault(int(p["index"]), p)
         predictions = [unique[i] for i in sorted(unique)]
-    result = evaluate_predictions(predictions, dataset, progress=progress)
-    return result.to_json()
+    return evaluate_predictions(predictions, dataset, progress=progress)
 
 
 def _collate() -> Callable:
@@ -759,7 +758,7 @@ def fit(config: Config, resume: str | os.PathLike | None = None) -> dict[str, An
         result = evaluate_model(eval_model, val_set, config, device, progress=config.train.progress)
         eval_seconds += time.perf_counter() - eval_started
         if rank == 0 and result is not None:
-            last_metrics = dict(result["metrics"])
+            last_metrics = {k: float(v) for k, v in result.metrics.items()}
             run.log({"iter": state.iteration, "epoch": state.epoch, "train_time_s": train_time,
                      **last_metrics})
             if last_metrics.get("AP", -1.0) > state.best_ap:
