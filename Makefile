@@ -26,7 +26,7 @@ test-ops: build
 # it on the held-out split, write detection pictures and curves to runs/demo and say where.
 demo: build
 	$(PY) -m ssd_ext train --output_dir runs/demo --overwrite true
-	@case "$(PY)" in *.venv/*) echo "(the project's virtual environment: source .venv/bin/activate, then ssd --help)";; esac
+	@case "$(PY)" in *.venv/*) echo "(the project's virtual environment: source .venv/bin/activate, then python -m ssd_ext --help)";; esac
 
 bench: build
 	$(PY) -m benchmarks.bench_ops
