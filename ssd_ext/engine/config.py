@@ -56,7 +56,7 @@ class DataConfig:
     kind: Literal["synthetic", "voc", "coco"] = "synthetic"
     """synthetic: the procedural shapes set; voc: a VOCdevkit folder; coco: a json + image folder."""
     root: str | None = None
-    """voc: the VOCdevkit folder (holding VOC2007/...); coco: the image folder of train_split."""
+    """voc: the VOCdevkit folder (holding VOC2007/...); unused otherwise."""
     train_split: list[str] = field(default_factory=lambda: ["2007:trainval"])
     """voc: "year:split" entries; coco: [image_dir, annotation_json] of the training set."""
     val_split: list[str] = field(default_factory=lambda: ["2007:test"])
@@ -218,7 +218,7 @@ def _paper(model: str, size: int, dataset: str) -> Config:
         epochs = round(iterations * 32 / 16_551)
     else:
         # COCO trainval35k, 400k iterations of batch 32 with lr 1e-3 dropped at 280k and 360k.
-        config.data = DataConfig(kind="coco", root="data/coco/train2017",
+        config.data = DataConfig(kind="coco",
                                  train_split=["data/coco/train2017",
                                               "data/coco/annotations/instances_train2017.json"],
                                  val_split=["data/coco/val2017",
@@ -355,7 +355,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"schedule.warmup_iters must be >= 0, got {config.schedule.warmup_iters}")
     if any(not 0 < m < 1 for m in config.schedule.milestones):
         raise ConfigError(f"schedule.milestones are fractions in (0, 1), got {config.schedule.milestones}")
-    if config.data.kind in ("voc", "coco") and not config.data.root and config.data.kind == "voc":
+    if config.data.kind == "voc" and not config.data.root:
         raise ConfigError("data.root must name the VOCdevkit folder for data.kind=voc")
     if config.data.kind == "coco" and (len(config.data.train_split) != 2 or len(config.data.val_split) != 2):
         raise ConfigError("data.train_split and data.val_split must be [image_dir, annotation_json] "

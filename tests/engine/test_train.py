@@ -112,3 +112,12 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert '"world_size": 2' in summary and '"AP50"' in summary
     # Each rank read its own half: 2 ranks x 3 batches of 8 per epoch from 48 images.
     assert '"iterations": 6' in summary
+
+
+def test_bf16_autocast_on_the_cpu(tmp_path):
+    config = tiny_config(tmp_path / "run", schedule__epochs=1, train__amp="bf16")
+    summary = fit(config)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert summary["iterations"] == 6 and summary["nonfinite_skipped"] == 0
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in summary["model"].parameters())
