@@ -39,8 +39,9 @@ def _load() -> str:
 
 
 def loader_images_per_second(config, batches: int = 20) -> tuple[float, float]:
-    """Images/s of the preset's training DataLoader alone: (first pass over fresh pictures,
-    later passes over the cached ones)."""
+    """Images/s of the preset's data pipeline alone, in this process (what one loader worker
+    does): (a first pass rendering fresh pictures, a second pass over the same, now cached,
+    pictures with the next epoch's augmentation)."""
     from torch.utils.data import DataLoader
 
     from ssd_ext.data import collate
@@ -53,7 +54,7 @@ def loader_images_per_second(config, batches: int = 20) -> tuple[float, float]:
         sampler = ResumableSampler(items, shuffle=False)
         sampler.set_epoch(epoch)
         loader = DataLoader(items, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
-                            num_workers=config.data.num_workers)
+                            num_workers=0)
         started, count = time.perf_counter(), 0
         for k, (images, _) in enumerate(loader):
             count += images.shape[0]
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_train_demo")
     parser.add_argument("--budget", type=float, default=300.0, help="the goal's training time, seconds")
+    parser.add_argument("--loader-only", action="store_true", help="measure the data pipeline alone")
     args, overrides = parser.parse_known_args(argv)
 
     from ssd_ext.engine.config import get_preset, parse_train_args
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                                  get_preset("synthetic_small"))
     load_before = _load()
     fresh, cached = loader_images_per_second(config)
+    if args.loader_only:
+        print(f"- data pipeline alone (one process): {fresh:.0f} images/s rendering fresh pictures, "
+              f"{cached:.0f} images/s on cached ones; load average {load_before}")
+        return 0
     summary = fit(config)
     load_after = _load()
     evals = [r for r in read_metrics(Path(args.out) / "metrics.jsonl") if "AP" in r]
@@ -87,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} intra-op threads by default; load average {load_before} before, "
         f"{load_after} after",
         f"config: {' '.join(overrides) or 'the synthetic_small preset as it is'}",
-        f"data loader alone: {fresh:.0f} images/s rendering fresh pictures, {cached:.0f} images/s on "
-        f"cached ones ({config.data.num_workers} worker(s))",
+        f"data pipeline alone (one process, as in the loader worker): {fresh:.0f} images/s rendering "
+        f"fresh pictures, {cached:.0f} images/s on cached ones",
         f"training: {summary['iterations']} iterations of {config.train.batch_size} in "
         f"{summary['train_seconds']:.0f} s = {summary['train_images_per_second']:.1f} images/s",
         f"held-out ({config.data.synthetic_val_images} images) at the end: AP {final['AP']:.3f}, "
