@@ -9,8 +9,9 @@ the same nesting, and ``--print_config`` shows the resolved result. Precedence, 
 the preset (``--preset``, default ``synthetic_small``), the checkpoint's own config when
 resuming, ``--config`` files and options in the order given.
 
-Why jsonargparse: it reads the dataclasses' type hints and docstrings, so the CLI, its help
-text, the YAML/JSON files and their validation cannot drift from the code; it is a maintained
+Why jsonargparse: it reads the dataclasses' type hints (and field docstrings when
+docstring-parser is installed), so the CLI, its help text, the YAML/JSON files and their
+validation cannot drift from the code; it is a maintained
 library used by LightningCLI, and it needs no decorators or changes to the dataclasses.
 """
 
