@@ -1,5 +1,10 @@
-# One-command entry points. `make test` and `make demo` set everything up first.
+# One-command entry points. `make demo` and `make test` set everything up first.
+#
+# PYTHON is the interpreter you start with. When it is an "externally managed" system Python
+# (PEP 668, e.g. Debian's /usr/bin/python3) and no virtual environment is active, `make setup`
+# makes the project's own .venv and every target below runs with .venv/bin/python (PY).
 PYTHON ?= python3
+PY := $(shell $(PYTHON) scripts/ensure_deps.py --print-python 2>/dev/null || echo $(PYTHON))
 export MAX_JOBS ?= 2
 
 .PHONY: setup build test test-ops demo bench lint cmake gpu-check clean
@@ -9,26 +14,29 @@ setup:
 
 # Incremental (ninja) in-place build of ssd_ext._C; CUDA kernels when torch and nvcc have CUDA.
 build: setup
-	$(PYTHON) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --inplace
 
 test: build
-	$(PYTHON) -m pytest -q tests
+	$(PY) -m pytest -q tests
 
 test-ops: build
-	$(PYTHON) -m pytest -q tests/ops
+	$(PY) -m pytest -q tests/ops
 
+# Train the default preset (small SSD, synthetic shapes) on whatever device there is, evaluate
+# it on the held-out split, write detection pictures and curves to runs/demo and say where.
 demo: build
-	$(PYTHON) -m benchmarks.bench_ops --quick
+	$(PY) -m ssd_ext train --output_dir runs/demo --overwrite true
+	@case "$(PY)" in *.venv/*) echo "(the project's virtual environment: source .venv/bin/activate, then python -m ssd_ext --help)";; esac
 
 bench: build
-	$(PYTHON) -m benchmarks.bench_ops
+	$(PY) -m benchmarks.bench_ops
 
 lint: setup
-	$(PYTHON) -m ruff check ssd_ext python tests benchmarks scripts setup.py
+	$(PY) -m ruff check ssd_ext python tests benchmarks scripts setup.py
 
 # LibTorch C++ library, its example and ctest (needs a torch with CMake files).
 cmake: setup
-	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PYTHON) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build build/cmake -j $(MAX_JOBS)
 	cd build/cmake && ctest --output-on-failure
 

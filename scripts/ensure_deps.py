@@ -1,8 +1,14 @@
-"""Install what the project needs into the active Python, skipping what is already there.
+"""Install what the project needs, skipping what is already there.
 
 torch is taken as it is when importable (a GPU machine with its own CUDA build and no
 network keeps its torch); otherwise TORCH_SPEC (default: the CUDA 13 build pinned below) is
 installed. Every other requirement is installed only when its module cannot be imported.
+
+PEP 668: a system Python that is "externally managed" (Debian's /usr/bin/python3) refuses pip
+installs. With such a Python (and no virtual environment active) the project's own virtual
+environment ``.venv`` is made and used instead, with ``--system-site-packages`` when that
+Python already imports torch (so a machine with a system torch keeps it). ``--print-python``
+prints the interpreter the Makefile must use (this one, or ``.venv/bin/python``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 DEFAULT_TORCH_SPEC = "torch==2.14.1 torchvision==0.29.1"
 
@@ -25,12 +33,45 @@ REQUIRED = {
     "pytest": "pytest",
     "hypothesis": "hypothesis",
     "ninja": "ninja",
+    "jsonargparse": "jsonargparse",  # the `ssd train` command line, derived from the config dataclasses
+    "yaml": "PyYAML",  # --config files in YAML
+    "pycocotools": "pycocotools",  # COCO AP of the demo and of `ssd eval`
 }
 OPTIONAL = {
     "pybind11": "pybind11",
-    "pycocotools": "pycocotools",
     "ruff": "ruff",
 }
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+
+
+def in_virtualenv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def externally_managed() -> bool:
+    """PEP 668: the interpreter's stdlib folder holds an EXTERNALLY-MANAGED marker."""
+    return (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").is_file()
+
+
+def wanted_python() -> str:
+    """The interpreter to install into and run with: this one, or the project's .venv."""
+    if in_virtualenv() or not externally_managed():
+        return sys.executable
+    return str(VENV / "bin" / "python")
+
+
+def make_venv() -> bool:
+    system_torch = not missing("torch")
+    command = [sys.executable, "-m", "venv", *(["--system-site-packages"] if system_torch else []), str(VENV)]
+    print(f"ensure_deps: {sys.executable} is externally managed (PEP 668); making the project's "
+          f"virtual environment {VENV}" + (" (reusing the system torch)" if system_torch else ""), flush=True)
+    if subprocess.run(command).returncode != 0:
+        print("ensure_deps: could not make the virtual environment; on Debian/Ubuntu install the venv "
+              "module first: apt install python3-venv", file=sys.stderr)
+        return False
+    return True
 
 
 def missing(module: str) -> bool:
@@ -54,6 +95,15 @@ def install_missing(requirements: dict[str, str]) -> list[str]:
 
 
 def main() -> int:
+    if "--print-python" in sys.argv[1:]:
+        print(wanted_python())
+        return 0
+    target = wanted_python()
+    if target != sys.executable:
+        if not Path(target).exists() and not make_venv():
+            return 1
+        # Continue inside the virtual environment.
+        return subprocess.run([target, os.path.abspath(__file__), *sys.argv[1:]]).returncode
     if missing("torch"):
         if not pip_install(os.environ.get("TORCH_SPEC", DEFAULT_TORCH_SPEC).split()):
             print("ensure_deps: could not install torch; install it first", file=sys.stderr)
@@ -68,6 +118,9 @@ def main() -> int:
     if still_required:
         print(f"ensure_deps: required packages missing: {', '.join(still_required)}", file=sys.stderr)
         return 1
+    if in_virtualenv() and Path(sys.prefix).resolve() == VENV.resolve():
+        print(f"ensure_deps: using the project's virtual environment; activate it with "
+              f"`source {os.path.relpath(VENV)}/bin/activate` (make finds it by itself)")
     return 0
 
 
