@@ -10,19 +10,21 @@ Without a transform, ``image`` is a PIL image and the boxes are in pixels. See
 
 from .base import AnnotationWarning, DetectionDataset
 from .coco import COCODetection
-from .loader import collate, make_loader, seed_worker
+from .loader import collate, default_num_workers, make_loader, seed_worker
 from .synthetic import SHAPE_CLASSES, SyntheticShapes
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Compose,
     Expand,
+    LazyImage,
     MinIoURandomCrop,
     Normalize,
     PhotometricDistort,
     RandomHorizontalFlip,
     Resize,
     ToFloatImage,
+    ToLazyImage,
     ToTensor,
     eval_transform,
     train_transform,
@@ -37,6 +39,7 @@ __all__ = [
     "Compose",
     "DetectionDataset",
     "Expand",
+    "LazyImage",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MinIoURandomCrop",
@@ -47,10 +50,12 @@ __all__ = [
     "SHAPE_CLASSES",
     "SyntheticShapes",
     "ToFloatImage",
+    "ToLazyImage",
     "ToTensor",
     "VOCDetection",
     "VOC_CLASSES",
     "collate",
+    "default_num_workers",
     "draw_boxes",
     "eval_transform",
     "make_loader",

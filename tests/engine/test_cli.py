@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _tiny import tiny_config
 
 from ssd_ext.cli import main
@@ -85,22 +86,33 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
 
     images = tmp_path / "voc" / "VOC2007" / "JPEGImages"
-    code = main(["detect", str(images), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "detect")])
-    try:
-        import ssd_ext.engine.inference  # noqa: F401
-    except ImportError:
-        assert code == 2 and "needs ssd_ext.engine.inference" in capsys.readouterr().err
-    else:
-        assert code == 0
-        assert len(list((tmp_path / "detect").glob("*.png"))) == 4
+    detect_args = ["detect", str(images), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "detect")]
+    assert main(detect_args) == 0
+    assert len(list((tmp_path / "detect").glob("*.png"))) == 4
+    written = json.loads((tmp_path / "detect" / "detections.json").read_text())
+    assert len(written["images"]) == 4 and written["failures"] == []
+
+    # The Detector built from the checkpoint runs the checkpoint's model on the checkpoint's
+    # input size: its boxes equal model.detect's on the same preprocessed picture.
+    from ssd_ext.engine.checkpoint import model_from_checkpoint
+    from ssd_ext.engine.inference import Detector
+
+    detector = Detector.from_checkpoint(checkpoint, score_threshold=0.0)
+    model, _ = model_from_checkpoint(checkpoint)
+    picture = sorted(images.glob("*.jpg"))[0]
+    tensor, (height, width) = detector.preprocess(picture)
+    assert tensor.shape[-2:] == model.image_size
+    expected = model.detect(tensor[None], score_threshold=0.0, max_detections=detector.max_detections,
+                            image_sizes=[(height, width)])[0]
+    found = detector(picture)[0]
+    assert torch.equal(found["boxes"], expected["boxes"]) and torch.equal(found["labels"], expected["labels"])
+    assert set(found["names"]) <= set(load_checkpoint(checkpoint)["class_names"][1:])
 
     # Errors: one line on stderr, a nonzero status, no traceback.
     bad_image = tmp_path / "bad.jpg"
     bad_image.write_bytes(b"not a picture")
     other = load_checkpoint(checkpoint)
     other["model"]["kwargs"] = {"width": 16}
-    import torch
-
     torch.save(other, tmp_path / "other.pt")
     cases = [
         (["train", "--preset", "nope"], 2, "unknown preset 'nope'"),
