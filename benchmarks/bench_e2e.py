@@ -6,7 +6,9 @@ against torchvision's ``ssd300_vgg16`` (its own loss and post-processing), and o
 
 What is timed (every figure a median over repeats after warm-up, CUDA synchronised; the
 implementations run interleaved, one repeat of each in turn, so that load on a shared
-machine hits them alike):
+machine hits them alike). On CUDA the headline figures come from whole runs and the breakdown
+from separate staged runs; on the CPU (``--whole-runs auto``) only staged runs are made and
+their total is the headline, since a synchronisation between stages costs nothing there:
 
 - data: batches per second of a real loader (``make_loader`` with its default worker count)
   over ``SyntheticShapes`` with the paper's ``train_transform``, measured on its own. The
@@ -90,6 +92,7 @@ class Config:
     warmup: int
     torchvision: bool
     reference: bool
+    whole_runs: bool
     compile_model: str
     out: Path
 
@@ -113,19 +116,25 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision's rows")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference-ops rows")
+    parser.add_argument("--whole-runs", choices=["auto", "on", "off"], default="auto",
+                        help="also time whole (unstaged) runs for the headline figure; auto: on CUDA "
+                             "only (on the CPU a synchronisation costs nothing, and the staged runs' "
+                             "total is the step time)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
     gpu = args.device == "cuda"
     if gpu and not (torch.cuda.is_available() and ssd_ext._C.cuda_compiled()):
         parser.error("--device cuda: no CUDA device, or ssd_ext was built without CUDA")
-    # Defaults per (device, quick): on 2 CPU cores one SSD300 image takes ~0.5 s forward+backward.
+    # Defaults per (device, quick). On a 2-core CPU shared with other jobs one SSD300 image takes
+    # seconds forward+backward, so the CPU run stops at B=8 for inference (ask for 32 with
+    # --infer-batches 1,8,32) and times few repeats.
     if gpu:
         defaults = (32, 20, "1,8,32", 20, 20) if not args.quick else (16, 8, "1,8,32", 8, 8)
     else:
-        defaults = (4, 3, "1,8,32", 2, 6) if not args.quick else (2, 2, "1,4", 2, 3)
-    train_batch = args.train_batch or defaults[0]
-    train_repeats = args.train_repeats or defaults[1]
+        defaults = (2, 3, "1,8", 2, 6) if not args.quick else (2, 2, "1,2", 1, 3)
+    train_batch = defaults[0] if args.train_batch is None else args.train_batch
+    train_repeats = defaults[1] if args.train_repeats is None else args.train_repeats
     try:
         infer_batches = tuple(int(b) for b in (args.infer_batches or defaults[2]).split(","))
     except ValueError:
@@ -141,6 +150,7 @@ def parse_args(argv: list[str] | None) -> Config:
         train_batch=train_batch, train_repeats=train_repeats, infer_batches=infer_batches,
         infer_repeats=args.infer_repeats or defaults[3], data_batches=args.data_batches or defaults[4],
         warmup=args.warmup, torchvision=not args.no_torchvision, reference=not args.no_reference,
+        whole_runs=args.whole_runs == "on" or (args.whole_runs == "auto" and gpu),
         compile_model="ssd_small" if not gpu else args.model, out=args.out,
     )
 
@@ -181,6 +191,10 @@ def autocast(config: Config) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     dtype = torch.float16 if config.device == "cuda" else torch.bfloat16
     return torch.autocast(config.device, dtype=dtype)
+
+
+def progress(message: str) -> None:
+    print(f"[bench_e2e {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def median(values: list[float]) -> float:
@@ -465,15 +479,19 @@ def training_rows(config: Config, model_name: str, batches: list, impls: dict[st
         source = tv_batches if name == "torchvision" else device_batches
         return source[index % len(source)]
 
+    progress(f"training step: {', '.join(impls)}; {config.warmup} warm-up + {repeats} repeats")
     for name, impl in impls.items():  # warm-up (and, compiled, the compilation)
         for index in range(config.warmup):
             elapsed = timed(functools.partial(impl.step, batch_for(name, index)), config.device)
             first_ms.setdefault(name, elapsed)
     for index in range(repeats):
         for name, impl in impls.items():
-            whole[name].append(timed(functools.partial(impl.step, batch_for(name, index)), config.device))
+            if config.whole_runs:
+                whole[name].append(timed(functools.partial(impl.step, batch_for(name, index)), config.device))
         for name, impl in impls.items():
             stages[name].append(impl.staged_step(batch_for(name, index)))
+            if not config.whole_runs:
+                whole[name].append(sum(stages[name][-1].get(stage, 0.0) for stage in TRAIN_STAGES))
 
     rows = []
     batch_size = device_batches[0][0].shape[0]
@@ -486,6 +504,7 @@ def training_rows(config: Config, model_name: str, batches: list, impls: dict[st
             "impl": name, "model": "torchvision ssd300_vgg16" if name == "torchvision" else model_name,
             "batch": batch_size, "median_ms": step_ms, "min_ms": min(whole[name]),
             "images_per_s": batch_size / step_ms * 1e3, "repeats": len(whole[name]),
+            "timing": "whole runs" if config.whole_runs else "staged runs' total",
             "first_call_ms": first_ms.get(name), "stages_ms": breakdown, "staged_total_ms": staged_total,
             "ssd_specific_ms": ssd_specific, "ssd_specific_share": ssd_specific / staged_total,
         })
@@ -499,6 +518,7 @@ def inference_rows(config: Config, model_name: str, batch_sizes: tuple[int, ...]
     for batch_size in batch_sizes:
         generator = torch.Generator().manual_seed(batch_size)
         images = torch.rand(batch_size, 3, size, size, generator=generator).to(config.device)
+        progress(f"inference B={batch_size}: {', '.join(impls)}")
         whole: dict[str, list[float]] = {name: [] for name in impls}
         stages: dict[str, list[dict[str, float]]] = {name: [] for name in impls}
         first_ms: dict[str, float] = {}
@@ -507,9 +527,12 @@ def inference_rows(config: Config, model_name: str, batch_sizes: tuple[int, ...]
                 first_ms.setdefault(name, timed(functools.partial(impl.run, images), config.device))
         for _ in range(repeats):
             for name, impl in impls.items():
-                whole[name].append(timed(functools.partial(impl.run, images), config.device))
+                if config.whole_runs:
+                    whole[name].append(timed(functools.partial(impl.run, images), config.device))
             for name, impl in impls.items():
                 stages[name].append(impl.staged(images))
+                if not config.whole_runs:
+                    whole[name].append(sum(stages[name][-1].get(stage, 0.0) for stage in INFER_STAGES))
         for name in impls:
             ms = median(whole[name])
             breakdown = {stage: median([s.get(stage, 0.0) for s in stages[name]]) for stage in INFER_STAGES}
@@ -518,7 +541,8 @@ def inference_rows(config: Config, model_name: str, batch_sizes: tuple[int, ...]
                 "impl": name, "model": "torchvision ssd300_vgg16" if name == "torchvision" else model_name,
                 "batch": batch_size, "median_ms": ms, "min_ms": min(whole[name]),
                 "images_per_s": batch_size / ms * 1e3, "repeats": len(whole[name]),
-                "first_call_ms": first_ms.get(name), "stages_ms": breakdown, "staged_total_ms": staged_total,
+                "timing": "whole runs" if config.whole_runs else "staged runs' total",
+            "first_call_ms": first_ms.get(name), "stages_ms": breakdown, "staged_total_ms": staged_total,
                 "postprocess_share": breakdown["postprocess"] / staged_total,
             })
         if config.device == "cuda":
@@ -694,6 +718,7 @@ def run(config: Config, command: str) -> dict[str, Any]:
     size = image_size(config.model)
     tv_reason = torchvision_unavailable(config, config.model)
 
+    progress(f"data: {config.data_batches} batches of {config.train_batch}")
     data_row, batches = measure_data(config, config.train_batch, size)
     result["data"] = data_row
 
@@ -721,6 +746,7 @@ def run(config: Config, command: str) -> dict[str, Any]:
     del infer_impls
 
     if config.compile:
+        progress(f"torch.compile on {config.compile_model}")
         result["compile"] = {"model": config.compile_model, "rows": compile_rows(config, batches)}
     else:
         result["skipped"]["compile"] = "not requested (--compile)"
