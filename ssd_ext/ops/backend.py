@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "dispatch", "get_backend", "set_backend", "use_backend"]
+__all__ = ["BACKENDS", "dispatch", "get_backend", "reference_ops", "set_backend", "use_backend"]
 
 BACKENDS = ("ssd_ext", "reference")
 
