@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["decode", "encode"]
 
@@ -55,6 +56,7 @@ def _coding_args(first: object, first_name: str, priors: object,
     return first, priors, list(pair)
 
 
+@dispatch("encode")
 def encode(boxes: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2)) -> Tensor:
     """SSD regression targets of xyxy ``boxes`` against cxcywh ``priors``.
 
@@ -76,6 +78,7 @@ def encode(boxes: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2
     return torch.ops.ssd_ext.encode.default(boxes, priors, pair)
 
 
+@dispatch("decode")
 def decode(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2)) -> Tensor:
     """xyxy boxes from SSD regression outputs ``loc`` against cxcywh ``priors``.
 

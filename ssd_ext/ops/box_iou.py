@@ -12,10 +12,12 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["box_iou"]
 
 
+@dispatch("box_iou")
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise IoU of two sets of xyxy boxes.
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["detect", "detect_padded"]
 
@@ -38,6 +39,7 @@ def _check_shapes(loc: Tensor, conf_logits: Tensor, priors: Tensor) -> None:
         )
 
 
+@dispatch("detect_padded")
 def detect_padded(
     loc: Tensor,
     conf_logits: Tensor,
@@ -73,6 +75,7 @@ def detect_padded(
     )
 
 
+@dispatch("detect")
 def detect(
     loc: Tensor,
     conf_logits: Tensor,

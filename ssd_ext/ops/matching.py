@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["hard_negative_mining", "match"]
 
@@ -59,6 +60,7 @@ def _describe(boxes: Tensor, labels: Tensor, row: int, num_classes: int | None) 
     return f"box {box} with label {label} has {why}"
 
 
+@dispatch("match")
 def match(
     gt_boxes: Sequence[Tensor],
     gt_labels: Sequence[Tensor],
@@ -182,6 +184,7 @@ def _check_mining_shapes(conf_loss: Tensor, labels: Tensor) -> None:
         )
 
 
+@dispatch("hard_negative_mining")
 def hard_negative_mining(
     conf_loss: Tensor,
     labels: Tensor,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["batched_nms", "nms"]
 
@@ -32,6 +33,7 @@ def _boxes_and_scores(boxes: object, scores: object) -> tuple[Tensor, Tensor]:
     return boxes, scores
 
 
+@dispatch("nms")
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int | None = None) -> Tensor:
     """Greedy non-maximum suppression.
 
@@ -51,6 +53,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int | N
     return torch.ops.ssd_ext.nms.default(boxes, scores, iou_threshold, limit)
 
 
+@dispatch("batched_nms")
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
                 max_output: int | None = None) -> Tensor:
     """NMS independently per value of ``idxs`` (e.g. the class): boxes with different

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .backend import dispatch
 
 __all__ = ["prior_boxes", "ssd_sizes"]
 
@@ -86,6 +87,7 @@ def _device(device: torch.device | str | int | None) -> torch.device:
     return resolved
 
 
+@dispatch("prior_boxes")
 def prior_boxes(
     feature_map_sizes: Sequence[int | Sequence[int]],
     image_size: float | Sequence[float],
