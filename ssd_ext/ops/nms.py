@@ -77,9 +77,28 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return torch.ops.ssd_ext.batched_nms.default(boxes, scores, idxs, iou_threshold, limit)
 
 
+def _check_nms_args(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int) -> None:
+    """csrc/ops/nms_checks.h check_nms_args, in its order, for the fake kernels."""
+    _checks.check_box_tensor(boxes, "boxes", 2)
+    _checks.check_floating(scores, "scores")
+    _checks.check_length(scores, "scores", boxes.shape[0], "boxes.shape[0]")
+    _checks.same_device(("boxes", boxes), ("scores", scores))
+    _checks.check_unit_interval(iou_threshold, "iou_threshold")
+    if not max_output >= -1:
+        raise ValueError(f"max_output must be >= 0 (or -1 for no limit), got {max_output}")
+
+
+def _check_batched_nms_args(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
+                            max_output: int) -> None:
+    _check_nms_args(boxes, scores, iou_threshold, max_output)
+    _checks.check_int64(idxs, "idxs")
+    _checks.check_length(idxs, "idxs", boxes.shape[0], "boxes.shape[0]")
+    _checks.same_device(("boxes", boxes), ("idxs", idxs))
+
+
 @torch.library.register_fake("ssd_ext::nms")
 def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int = -1) -> Tensor:
-    _check_shapes(boxes, scores)
+    _check_nms_args(boxes, scores, iou_threshold, max_output)
     kept = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((kept,), dtype=torch.int64)
 
@@ -87,7 +106,6 @@ def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: i
 @torch.library.register_fake("ssd_ext::batched_nms")
 def _batched_nms_fake(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
                       max_output: int = -1) -> Tensor:
-    _check_shapes(boxes, scores, idxs)
-    _checks.check_int64(idxs, "idxs")
+    _check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_output)
     kept = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((kept,), dtype=torch.int64)
