@@ -241,6 +241,7 @@ def _call(case: Case, mode: str):
             full[slot] = tensor
         return op(*full, **kwargs)
 
+    torch._dynamo.reset()  # each case compiles afresh: no recompile limit shared between cases
     compiled = torch.compile(program, fullgraph=True, backend="eager", dynamic=False)
     return compiled(*[args[k] for k in tensor_slots])
 
