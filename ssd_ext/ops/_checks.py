@@ -148,13 +148,9 @@ def check_floating(tensor: Tensor, name: str) -> None:
 
 
 def check_box_tensor(tensor: Tensor, name: str, ndim: int) -> None:
-    """C++ check_box_tensor: exactly `ndim` dimensions, the last of size 4 (ValueError), then
-    a supported floating dtype (TypeError)."""
-    if tensor.dim() != ndim or tensor.shape[-1] != 4:
-        raise ValueError(
-            f"{name} must have {ndim} dimensions with a last dimension of size 4, "
-            f"got shape {list(tensor.shape)}"
-        )
+    """C++ check_box_tensor: exactly `ndim` dimensions, the last of size 4 (ValueError, in the
+    wrappers' words), then a supported floating dtype (TypeError)."""
+    check_box_shape(tensor, name, ndim)
     check_floating(tensor, name)
 
 
