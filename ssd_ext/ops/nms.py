@@ -96,10 +96,25 @@ def _check_batched_nms_args(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr
     _checks.same_device(("boxes", boxes), ("idxs", idxs))
 
 
+def _kept_count(op: str):
+    """The data-dependent length of the kept indices: a new symbol under FakeTensorMode or
+    torch.compile. Plain meta tensors have no values to decide it, so a direct call on them is
+    a ValueError naming the device (torch's own error here is an unclear RuntimeError)."""
+    try:
+        return torch.library.get_ctx().new_dynamic_size()
+    except RuntimeError as error:
+        if "meta Tensors" not in str(error):
+            raise
+        raise ValueError(
+            f"{op} cannot run on device meta: the number of kept boxes depends on the scores' values, "
+            "which meta tensors do not hold (trace it with FakeTensorMode or torch.compile instead)"
+        ) from None
+
+
 @torch.library.register_fake("ssd_ext::nms")
 def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int = -1) -> Tensor:
     _check_nms_args(boxes, scores, iou_threshold, max_output)
-    kept = torch.library.get_ctx().new_dynamic_size()
+    kept = _kept_count("nms")
     return boxes.new_empty((kept,), dtype=torch.int64)
 
 
@@ -107,5 +122,5 @@ def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: i
 def _batched_nms_fake(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
                       max_output: int = -1) -> Tensor:
     _check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_output)
-    kept = torch.library.get_ctx().new_dynamic_size()
+    kept = _kept_count("batched_nms")
     return boxes.new_empty((kept,), dtype=torch.int64)

@@ -294,6 +294,15 @@ def test_one_meta_tensor_among_cpu_tensors_is_a_device_error(op, slot):
         getattr(torch.ops.ssd_ext, op).default(*args)
 
 
+@pytest.mark.parametrize("op", ["nms", "batched_nms"])
+def test_nms_on_plain_meta_tensors_is_a_named_error(op):
+    """The kept count depends on values that meta tensors lack (found by the fuzzer: torch's
+    RuntimeError about FakeTensors came out instead)."""
+    args = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in _valid_raw_calls()[op]]
+    with pytest.raises(ValueError, match=f"{op} cannot run on device meta"):
+        getattr(torch.ops.ssd_ext, op).default(*args)
+
+
 @pytest.mark.parametrize("op", sorted({op for op, _ in META_CASES} - {"_prior_boxes_out"}))
 def test_valid_raw_calls_run(op):
     """The table above is valid input: only the meta tensor makes it fail."""
