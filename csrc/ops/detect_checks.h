@@ -37,6 +37,10 @@ inline void check_detect_args(
   TORCH_CHECK_VALUE(candidates_per_class >= 0, "candidates_per_class must be >= 0, got ",
                     candidates_per_class);
   TORCH_CHECK_VALUE(max_detections >= 0, "max_detections must be >= 0, got ", max_detections);
+  check_allocation("detect: the boxes output [B, max_detections, 4]",
+                   {loc.size(0), max_detections, 4}, loc.scalar_type(), loc.device());
+  check_allocation("detect: the labels output [B, max_detections]", {loc.size(0), max_detections},
+                   at::kLong, loc.device());
   TORCH_CHECK_VALUE(variance_center > 0 && std::isfinite(variance_center) && variance_size > 0 &&
                         std::isfinite(variance_size),
                     "variances must be positive and finite, got (", variance_center, ", ",

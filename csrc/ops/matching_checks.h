@@ -49,6 +49,9 @@ inline void check_match_args(
   TORCH_CHECK_VALUE(
       gt_boxes.size(0) < std::numeric_limits<int32_t>::max(), "gt_boxes has ", gt_boxes.size(0),
       " rows; at most ", std::numeric_limits<int32_t>::max() - 1, " are supported");
+  check_allocation("match: the loc_targets output [B, P, 4] (B + 1 = gt_offsets.size(0), "
+                   "P = priors.size(0))",
+                   {gt_offsets.size(0) - 1, priors.size(0), 4}, priors.scalar_type(), priors.device());
 }
 
 // Offsets must start at 0, never decrease and end at N. Only the CPU kernel reads them on

@@ -93,9 +93,14 @@ void check_prior_box_args(
           "max_sizes[", level, "] must be 0 (none) or at least min_sizes[", level, "] = ",
           min_sizes[level], ", got ", max_size);
     }
+    // Bounding each count by the ratios still unclaimed keeps the running sum within
+    // aspect_ratios.size(): counts such as 4 x 2^62 cannot wrap around to a matching total.
+    const int64_t unclaimed = static_cast<int64_t>(aspect_ratios.size()) - ratio_total;
     TORCH_CHECK_VALUE(
-        aspect_ratio_counts[level] >= 0, "aspect_ratio_counts[", level,
-        "] must be non-negative, got ", aspect_ratio_counts[level]);
+        aspect_ratio_counts[level] >= 0 && aspect_ratio_counts[level] <= unclaimed,
+        "aspect_ratio_counts[", level, "] must be between 0 and ", unclaimed,
+        " (the aspect_ratios not taken by earlier levels, of ", aspect_ratios.size(),
+        "), got ", aspect_ratio_counts[level]);
     ratio_total += aspect_ratio_counts[level];
   }
   TORCH_CHECK_VALUE(
@@ -145,9 +150,11 @@ at::Tensor prior_boxes(
   const std::vector<PriorLevel> levels = prior_levels(
       feature_map_sizes, level_steps, cells.shapes, cells.counts, image_size, offset);
 
-  at::Tensor out = at::empty(
-      {prior_count(levels), 4},
-      at::TensorOptions().dtype(out_dtype).device(device.value_or(at::Device(at::kCPU))));
+  const at::Device out_device = device.value_or(at::Device(at::kCPU));
+  check_allocation("prior_boxes: the priors [P, 4]", {prior_count(levels), 4}, out_dtype,
+                   out_device);
+  at::Tensor out =
+      at::empty({prior_count(levels), 4}, at::TensorOptions().dtype(out_dtype).device(out_device));
   static const auto out_op = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("ssd_ext::_prior_boxes_out", "")
                                  .typed<PriorBoxesOutFn>();

@@ -71,17 +71,24 @@ inline std::vector<PriorLevel> prior_levels(
         is_positive_finite(step_y) && is_positive_finite(step_x), "steps[", level,
         "] must be positive and finite, got (", step_y, ", ", step_x, ")");
     const int64_t count = shapes_per_level[level];
+    // Bounded by the shapes still unclaimed, so shape_begin can never wrap around.
+    const int64_t unclaimed = static_cast<int64_t>(cell_shapes.size()) / 2 - shape_begin;
     TORCH_CHECK_VALUE(
-        count > 0, "shapes_per_level[", level, "] must be positive, got ", count);
+        count > 0 && count <= unclaimed, "shapes_per_level[", level, "] must be between 1 and ",
+        unclaimed, " (the (w, h) pairs of cell_shapes not taken by earlier levels), got ", count);
+    // 2^40 priors (16 TiB in float32) is past any device; the bound keeps every index the
+    // kernels form (4 * prior + coordinate) far inside int64.
     TORCH_CHECK_VALUE(
-        rows <= (int64_t{1} << 40) / cols / count,
-        "prior_boxes: level ", level, " would have too many priors (", rows, " x ", cols,
-        " x ", count, ")");
+        rows <= (int64_t{1} << 40) / cols / count, "feature_map_sizes[", level, "] = (", rows,
+        ", ", cols, ") with ", count, " priors per cell gives ",
+        static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(count),
+        " priors; at most 2^40 are supported (16 TiB as float32)");
     levels.push_back({prior_begin, rows, cols, shape_begin, count, step_y, step_x});
     prior_begin += rows * cols * count;
     shape_begin += count;
     TORCH_CHECK_VALUE(
-        prior_begin <= (int64_t{1} << 40), "prior_boxes: too many priors (", prior_begin, ")");
+        prior_begin <= (int64_t{1} << 40), "feature_map_sizes: the levels up to ", level,
+        " give ", prior_begin, " priors, more than 2^40");
   }
   TORCH_CHECK_VALUE(
       static_cast<int64_t>(cell_shapes.size()) == 2 * shape_begin,

@@ -113,16 +113,73 @@ def promote_floats(*tensors: Tensor) -> list[Tensor]:
 
 
 def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[float, float]:
-    """Two positive finite floats (centre variance, size variance)."""
-    try:
-        values = tuple(float(v) for v in variances)
-    except TypeError:
-        raise TypeError(f"{name} must be a pair of floats, got {variances!r}") from None
+    """Two positive finite floats (centre variance, size variance): a sequence of two real
+    numbers (Python or numpy numbers, or a 2-element tensor); strings, bools and other
+    objects are a TypeError naming `name`."""
+    expected = f"{name} must be a pair of real numbers (centre, size), e.g. (0.1, 0.2)"
+    if isinstance(variances, Tensor) or type(variances).__module__ == "numpy":
+        # A 1-D tensor or numpy array of numbers reads as its list.
+        variances = variances.tolist() if getattr(variances, "ndim", 0) == 1 else variances
+    if isinstance(variances, (str, bytes)) or not isinstance(variances, Sequence):
+        raise TypeError(f"{expected}, got {variances!r} ({type(variances).__name__})")
+    for value in variances:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{expected}, got {variances!r} (an element of type {type(value).__name__})")
+    values = tuple(float(v) for v in variances)
     if len(values) != 2:
         raise ValueError(f"{name} must have two values (centre, size), got {variances!r}")
     if not all(v > 0 and v != float("inf") for v in values):
         raise ValueError(f"{name} must be positive and finite, got {variances!r}")
     return values  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------
+# The C++ checks of csrc/ops/common_checks.h, for the fake kernels: the same conditions, in
+# the same order and words, so that an argument the kernel refuses is refused by its fake
+# (meta tensors, torch.compile) with the same exception type.
+
+def check_floating(tensor: Tensor, name: str) -> None:
+    """C++ check_floating: one of the four dtypes the kernels dispatch on (TypeError)."""
+    if tensor.dtype not in SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got {tensor.dtype}"
+        )
+
+
+def check_box_tensor(tensor: Tensor, name: str, ndim: int) -> None:
+    """C++ check_box_tensor: exactly `ndim` dimensions, the last of size 4 (ValueError, in the
+    wrappers' words), then a supported floating dtype (TypeError)."""
+    check_box_shape(tensor, name, ndim)
+    check_floating(tensor, name)
+
+
+def check_unit_interval(value: float, name: str, open_at_zero: bool = False) -> None:
+    """A threshold in [0, 1] (or (0, 1]); NaN fails (ValueError)."""
+    low_ok = value > 0.0 if open_at_zero else value >= 0.0
+    if not (low_ok and value <= 1.0):
+        interval = "(0, 1]" if open_at_zero else "[0, 1]"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+def check_non_negative(value: int, name: str) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def check_variance_values(variance_center: float, variance_size: float) -> None:
+    """Both variances positive and finite (ValueError), as the kernels require."""
+    if not all(v > 0 and math.isfinite(v) for v in (variance_center, variance_size)):
+        raise ValueError(f"variances must be positive and finite, got ({variance_center}, {variance_size})")
+
+
+INT32_MAX = 2**31 - 1
+
+
+def check_int32_rows(count: int, name: str, what: str = "rows") -> None:
+    """The kernels keep these indices in int32 scratch buffers."""
+    if count >= INT32_MAX:
+        raise ValueError(f"{name} has {count} {what}; at most {INT32_MAX - 1} are supported")
 
 
 _INT64_MAX = 2**63 - 1

@@ -10,6 +10,7 @@ shapes are expanded here first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -99,21 +100,32 @@ def decode(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2))
     return torch.ops.ssd_ext.decode.default(loc, priors, pair)
 
 
+def _check_box_coding_args(first: Tensor, first_name: str, priors: Tensor,
+                           variances: Sequence[float]) -> None:
+    """csrc/ops/box_coding_checks.h, in its order and words, for the fake kernels."""
+    for tensor, name in ((first, first_name), (priors, "priors")):
+        if tensor.dim() < 1 or tensor.shape[-1] != 4:
+            raise ValueError(f"{name} must have a last dimension of size 4, got shape {list(tensor.shape)}")
+    _checks.check_floating(first, first_name)
+    _checks.check_floating(priors, "priors")
+    _checks.same_device((first_name, first), ("priors", priors))
+    _checks.same_dtype((first_name, first), ("priors", priors))
+    if not _is_suffix(priors.shape, first.shape):
+        raise ValueError(
+            f"priors must have the shape of the trailing dimensions of {first_name} (e.g. [P, 4] "
+            f"for {first_name} [B, P, 4]), got {list(priors.shape)} and {list(first.shape)}"
+        )
+    if len(variances) != 2 or not all(v > 0 and math.isfinite(v) for v in variances):
+        raise ValueError(
+            f"variances must be two positive finite values (centre, size), got {list(variances)}"
+        )
+
+
 def _box_coding_fake(first_name: str):
-    """The fake kernel of encode (`first_name` "boxes") or decode ("loc"): the kernels' rules
-    on shapes and dtypes, in the words of csrc/ops/box_coding_checks.h."""
+    """The fake kernel of encode (`first_name` "boxes") or decode ("loc")."""
 
     def fake(first: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
-        _checks.check_box_shape(first, first_name)
-        _checks.check_box_shape(priors, "priors")
-        if not _is_suffix(priors.shape, first.shape):
-            raise ValueError(
-                f"priors must have the shape of the trailing dimensions of {first_name} (e.g. [P, 4] "
-                f"for {first_name} [B, P, 4]), got {list(priors.shape)} and {list(first.shape)}"
-            )
-        _checks.same_dtype((first_name, first), ("priors", priors))
-        if len(variances) != 2:
-            raise ValueError(f"variances must be two positive finite values (centre, size), got {variances}")
+        _check_box_coding_args(first, first_name, priors, variances)
         return first.new_empty(first.shape)
 
     return fake

@@ -36,9 +36,16 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return torch.ops.ssd_ext.box_iou.default(boxes1, boxes2)
 
 
+def _check_box_iou_args(boxes1: Tensor, boxes2: Tensor) -> None:
+    """csrc/ops/box_iou_checks.h, for the fake kernel (the output size check is left to the
+    real kernels: a fake allocates nothing)."""
+    _checks.check_box_tensor(boxes1, "boxes1", 2)
+    _checks.check_box_tensor(boxes2, "boxes2", 2)
+    _checks.same_device(("boxes1", boxes1), ("boxes2", boxes2))
+    _checks.same_dtype(("boxes1", boxes1), ("boxes2", boxes2))
+
+
 @torch.library.register_fake("ssd_ext::box_iou")
 def _box_iou_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    _checks.check_box_shape(boxes1, "boxes1", ndim=2)
-    _checks.check_box_shape(boxes2, "boxes2", ndim=2)
-    _checks.same_dtype(("boxes1", boxes1), ("boxes2", boxes2))
+    _check_box_iou_args(boxes1, boxes2)
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))

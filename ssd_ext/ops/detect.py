@@ -113,12 +113,42 @@ def detect(
     ]
 
 
+def _check_detect_args(loc: Tensor, conf_logits: Tensor, priors: Tensor, score_threshold: float,
+                       iou_threshold: float, candidates_per_class: int, max_detections: int,
+                       variance_center: float, variance_size: float) -> None:
+    """csrc/ops/detect_checks.h, in its order, for the fake kernel (the output size check is
+    left to the real kernels: a fake allocates nothing)."""
+    _checks.check_box_tensor(loc, "loc", 3)
+    _checks.check_floating(conf_logits, "conf_logits")
+    if conf_logits.dim() != 3 or conf_logits.shape[:2] != loc.shape[:2]:
+        raise ValueError(
+            f"conf_logits must have shape [B, P, C] with B, P = {loc.shape[0]}, {loc.shape[1]} (from loc), "
+            f"got shape {list(conf_logits.shape)}"
+        )
+    if conf_logits.shape[2] < 2:
+        raise ValueError(
+            f"conf_logits must have at least 2 classes (background + 1), got {conf_logits.shape[2]}"
+        )
+    _checks.check_box_tensor(priors, "priors", 2)
+    if priors.shape[0] != loc.shape[1]:
+        raise ValueError(
+            f"priors must have P = {loc.shape[1]} rows (from loc), got shape {list(priors.shape)}"
+        )
+    _checks.same_device(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
+    _checks.same_dtype(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
+    _checks.check_unit_interval(score_threshold, "score_threshold")
+    _checks.check_unit_interval(iou_threshold, "iou_threshold")
+    _checks.check_non_negative(candidates_per_class, "candidates_per_class")
+    _checks.check_non_negative(max_detections, "max_detections")
+    _checks.check_variance_values(variance_center, variance_size)
+
+
 @torch.library.register_fake("ssd_ext::detect")
 def _detect_fake(loc: Tensor, conf_logits: Tensor, priors: Tensor, score_threshold: float,
                  iou_threshold: float, candidates_per_class: int, max_detections: int,
                  variance_center: float, variance_size: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    _check_shapes(loc, conf_logits, priors)
-    _checks.same_dtype(("loc", loc), ("conf_logits", conf_logits), ("priors", priors))
+    _check_detect_args(loc, conf_logits, priors, score_threshold, iou_threshold, candidates_per_class,
+                       max_detections, variance_center, variance_size)
     batch = loc.shape[0]
     return (
         loc.new_empty((batch, max_detections, 4)),

@@ -154,12 +154,13 @@ def match(
     )
 
 
-@torch.library.register_fake("ssd_ext::match")
-def _match_fake(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
-                iou_threshold: float, variance_center: float, variance_size: float
-                ) -> tuple[Tensor, Tensor]:
-    _checks.check_box_shape(gt_boxes, "gt_boxes", ndim=2)
-    _checks.check_box_shape(priors, "priors", ndim=2)
+def _check_match_args(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
+                      iou_threshold: float, variance_center: float, variance_size: float) -> None:
+    """csrc/ops/matching_checks.h check_match_args, in its order, for the fake kernel. The
+    offsets' values (0 first, non-decreasing, N last) are data: the CPU kernel checks them;
+    a fake cannot read them."""
+    _checks.check_box_tensor(gt_boxes, "gt_boxes", 2)
+    _checks.check_box_tensor(priors, "priors", 2)
     _checks.same_dtype(("gt_boxes", gt_boxes), ("priors", priors))
     _checks.check_int64(gt_labels, "gt_labels")
     _checks.check_length(gt_labels, "gt_labels", gt_boxes.shape[0], "gt_boxes.shape[0]")
@@ -168,6 +169,20 @@ def _match_fake(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors:
         raise ValueError(
             f"gt_offsets must have shape [B + 1] (at least one element), got shape {tuple(gt_offsets.shape)}"
         )
+    _checks.same_device(("priors", priors), ("gt_boxes", gt_boxes), ("gt_labels", gt_labels),
+                        ("gt_offsets", gt_offsets))
+    _checks.check_unit_interval(iou_threshold, "iou_threshold", open_at_zero=True)
+    _checks.check_variance_values(variance_center, variance_size)
+    _checks.check_int32_rows(priors.shape[0], "priors")
+    _checks.check_int32_rows(gt_boxes.shape[0], "gt_boxes")
+
+
+@torch.library.register_fake("ssd_ext::match")
+def _match_fake(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
+                iou_threshold: float, variance_center: float, variance_size: float
+                ) -> tuple[Tensor, Tensor]:
+    _check_match_args(gt_boxes, gt_labels, gt_offsets, priors, iou_threshold, variance_center,
+                      variance_size)
     batch = gt_offsets.shape[0] - 1
     num_priors = priors.shape[0]
     return (priors.new_empty((batch, num_priors, 4)),
@@ -215,9 +230,21 @@ def hard_negative_mining(
     )
 
 
+def _check_mining_args(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: int, min_negatives: int) -> None:
+    """csrc/ops/matching_checks.h check_mining_args, in its order, for the fake kernel."""
+    _checks.check_floating(conf_loss, "conf_loss")
+    if conf_loss.dim() != 2:
+        raise ValueError(f"conf_loss must have shape [B, P], got shape {tuple(conf_loss.shape)}")
+    _checks.check_int64(labels, "labels")
+    _check_mining_shapes(conf_loss, labels)
+    _checks.same_device(("conf_loss", conf_loss), ("labels", labels))
+    _checks.check_non_negative(neg_pos_ratio, "neg_pos_ratio")
+    _checks.check_non_negative(min_negatives, "min_negatives")
+    _checks.check_int32_rows(conf_loss.shape[1], "conf_loss", "priors per image")
+
+
 @torch.library.register_fake("ssd_ext::hard_negative_mining")
 def _hard_negative_mining_fake(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: int,
                                min_negatives: int) -> Tensor:
-    _check_mining_shapes(conf_loss, labels)
-    _checks.check_int64(labels, "labels")
+    _check_mining_args(conf_loss, labels, neg_pos_ratio, min_negatives)
     return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)

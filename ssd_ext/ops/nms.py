@@ -80,17 +80,50 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return torch.ops.ssd_ext.batched_nms.default(boxes, scores, idxs, iou_threshold, limit)
 
 
+def _check_nms_args(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int) -> None:
+    """csrc/ops/nms_checks.h check_nms_args, in its order, for the fake kernels."""
+    _checks.check_box_tensor(boxes, "boxes", 2)
+    _checks.check_floating(scores, "scores")
+    _checks.check_length(scores, "scores", boxes.shape[0], "boxes.shape[0]")
+    _checks.same_device(("boxes", boxes), ("scores", scores))
+    _checks.check_unit_interval(iou_threshold, "iou_threshold")
+    if not max_output >= -1:
+        raise ValueError(f"max_output must be >= 0 (or -1 for no limit), got {max_output}")
+
+
+def _check_batched_nms_args(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
+                            max_output: int) -> None:
+    _check_nms_args(boxes, scores, iou_threshold, max_output)
+    _checks.check_int64(idxs, "idxs")
+    _checks.check_length(idxs, "idxs", boxes.shape[0], "boxes.shape[0]")
+    _checks.same_device(("boxes", boxes), ("idxs", idxs))
+
+
+def _kept_count(op: str):
+    """The data-dependent length of the kept indices: a new symbol under FakeTensorMode or
+    torch.compile. Plain meta tensors have no values to decide it, so a direct call on them is
+    a ValueError naming the device (torch's own error here is an unclear RuntimeError)."""
+    try:
+        return torch.library.get_ctx().new_dynamic_size()
+    except RuntimeError as error:
+        if "meta Tensors" not in str(error):
+            raise
+        raise ValueError(
+            f"{op} cannot run on device meta: the number of kept boxes depends on the scores' values, "
+            "which meta tensors do not hold (trace it with FakeTensorMode or torch.compile instead)"
+        ) from None
+
+
 @torch.library.register_fake("ssd_ext::nms")
 def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: int = -1) -> Tensor:
-    _check_shapes(boxes, scores)
-    kept = torch.library.get_ctx().new_dynamic_size()
+    _check_nms_args(boxes, scores, iou_threshold, max_output)
+    kept = _kept_count("nms")
     return boxes.new_empty((kept,), dtype=torch.int64)
 
 
 @torch.library.register_fake("ssd_ext::batched_nms")
 def _batched_nms_fake(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float,
                       max_output: int = -1) -> Tensor:
-    _check_shapes(boxes, scores, idxs)
-    _checks.check_int64(idxs, "idxs")
-    kept = torch.library.get_ctx().new_dynamic_size()
+    _check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_output)
+    kept = _kept_count("batched_nms")
     return boxes.new_empty((kept,), dtype=torch.int64)

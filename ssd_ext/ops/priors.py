@@ -81,8 +81,14 @@ def _device(device: torch.device | str | int | None) -> torch.device:
         return torch.device("cpu")
     if not isinstance(device, (torch.device, str, int)) or isinstance(device, bool):
         raise TypeError(f"device must be a torch.device, str or None, got {device!r}")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is None and torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:0'), got {device!r}: "
+                         f"{error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is a CUDA device, but CUDA is not available here")
+    if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
@@ -195,31 +201,136 @@ def _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes, a
             tuple(flat_steps), offset, clip, dtype or torch.float32)
 
 
-@torch.library.register_fake("ssd_ext::prior_boxes")
-def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
-                      aspect_ratio_counts, steps, offset=0.5, clip=True, *, dtype=None, device=None):
+def _is_positive_finite(value: float) -> bool:
+    return value > 0 and math.isfinite(value)
+
+
+def _check_prior_box_args(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
+                          aspect_ratio_counts, steps) -> None:
+    """check_prior_box_args of csrc/ops/priors.cpp, in its order and words, for the fake."""
     num_levels = len(min_sizes)
-    # The list-length rules of csrc/ops/priors.cpp (check_prior_box_args), in its words.
     if len(feature_map_sizes) != 2 * num_levels:
         raise ValueError(f"feature_map_sizes must hold an (h, w) pair for each of the {num_levels} levels "
                          f"of min_sizes, got {len(feature_map_sizes)} values")
+    if max_sizes and len(max_sizes) != num_levels:
+        raise ValueError(f"max_sizes must be empty or have {num_levels} values (one per level), "
+                         f"got {len(max_sizes)}")
     if len(aspect_ratio_counts) != num_levels:
         raise ValueError(f"aspect_ratio_counts must have {num_levels} values (one per level), "
                          f"got {len(aspect_ratio_counts)}")
-    count = 0
+    if steps and len(steps) != 2 * num_levels:
+        raise ValueError(f"steps must be empty or hold a (y, x) pair per level ({2 * num_levels} values), "
+                         f"got {len(steps)}")
+    ratio_total = 0
+    for level in range(num_levels):
+        if not _is_positive_finite(min_sizes[level]):
+            raise ValueError(f"min_sizes[{level}] must be positive and finite, got {min_sizes[level]}")
+        if max_sizes:
+            max_size = max_sizes[level]
+            if not (max_size == 0.0 or (math.isfinite(max_size) and max_size >= min_sizes[level])):
+                raise ValueError(f"max_sizes[{level}] must be 0 (none) or at least min_sizes[{level}] = "
+                                 f"{min_sizes[level]}, got {max_size}")
+        unclaimed = len(aspect_ratios) - ratio_total
+        if not 0 <= aspect_ratio_counts[level] <= unclaimed:
+            raise ValueError(f"aspect_ratio_counts[{level}] must be between 0 and {unclaimed} (the "
+                             f"aspect_ratios not taken by earlier levels, of {len(aspect_ratios)}), "
+                             f"got {aspect_ratio_counts[level]}")
+        ratio_total += aspect_ratio_counts[level]
+    if len(aspect_ratios) != ratio_total:
+        raise ValueError(f"aspect_ratios must hold {ratio_total} values (the sum of aspect_ratio_counts), "
+                         f"got {len(aspect_ratios)}")
+    for k, ratio in enumerate(aspect_ratios):
+        if not _is_positive_finite(ratio):
+            raise ValueError(f"aspect_ratios[{k}] must be positive and finite, got {ratio}")
+    if len(image_size) != 2 or not all(_is_positive_finite(v) for v in image_size):
+        raise ValueError(f"image_size must be a positive finite (h, w) pair, got {list(image_size)}")
+
+
+_MAX_PRIORS = 2**40
+
+
+def _prior_count(feature_map_sizes, steps, cell_shapes, shapes_per_level, image_size, offset) -> int:
+    """prior_levels of csrc/ops/priors_checks.h, in its order and words: the number of priors,
+    after the checks of the out-variant's arguments."""
+    num_levels = len(shapes_per_level)
+    if len(feature_map_sizes) != 2 * num_levels:
+        raise ValueError(f"feature_map_sizes must hold an (h, w) pair per level ({2 * num_levels} values "
+                         f"for {num_levels} levels), got {len(feature_map_sizes)} values")
+    if len(steps) != 2 * num_levels:
+        raise ValueError(f"steps must hold a (y, x) pair per level ({2 * num_levels} values), "
+                         f"got {len(steps)} values")
+    if len(image_size) != 2 or not all(_is_positive_finite(v) for v in image_size):
+        raise ValueError(f"image_size must be a positive finite (h, w) pair, got {list(image_size)}")
+    if not (math.isfinite(offset) and 0.0 <= offset <= 1.0):
+        raise ValueError(f"offset must be in [0, 1], got {offset}")
+    if not all(_is_positive_finite(v) for v in cell_shapes):
+        raise ValueError(f"cell_shapes must be positive and finite, got {list(cell_shapes)}")
+    total = 0
+    shape_begin = 0
+    for level in range(num_levels):
+        rows, cols = feature_map_sizes[2 * level], feature_map_sizes[2 * level + 1]
+        if not (rows > 0 and cols > 0):
+            raise ValueError(f"feature_map_sizes[{level}] must be positive, got ({rows}, {cols})")
+        if not (_is_positive_finite(steps[2 * level]) and _is_positive_finite(steps[2 * level + 1])):
+            raise ValueError(f"steps[{level}] must be positive and finite, got "
+                             f"({steps[2 * level]}, {steps[2 * level + 1]})")
+        count = shapes_per_level[level]
+        unclaimed = len(cell_shapes) // 2 - shape_begin
+        if not 0 < count <= unclaimed:
+            raise ValueError(f"shapes_per_level[{level}] must be between 1 and {unclaimed} (the (w, h) "
+                             f"pairs of cell_shapes not taken by earlier levels), got {count}")
+        if rows > _MAX_PRIORS // cols // count:
+            raise ValueError(f"feature_map_sizes[{level}] = ({rows}, {cols}) with {count} priors per cell "
+                             f"gives {float(rows * cols * count)} priors; at most 2^40 are supported "
+                             "(16 TiB as float32)")
+        total += rows * cols * count
+        shape_begin += count
+        if total > _MAX_PRIORS:
+            raise ValueError(
+                f"feature_map_sizes: the levels up to {level} give {total} priors, more than 2^40"
+            )
+    if len(cell_shapes) != 2 * shape_begin:
+        raise ValueError(f"cell_shapes must hold {2 * shape_begin} values (a (w, h) pair per shape), "
+                         f"got {len(cell_shapes)}")
+    return total
+
+
+@torch.library.register_fake("ssd_ext::prior_boxes")
+def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
+                      aspect_ratio_counts, steps, offset=0.5, clip=True, *, dtype=None, device=None):
+    _check_prior_box_args(feature_map_sizes, image_size, min_sizes, max_sizes, aspect_ratios,
+                          aspect_ratio_counts, steps)
+    out_dtype = dtype or torch.float32
+    if out_dtype not in _checks.SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {out_dtype}")
+    num_levels = len(min_sizes)
+    if not steps:
+        steps = []
+        for level in range(num_levels):
+            # The op's default step is image / feature map; only its sign and finiteness matter here.
+            steps += [image_size[0] / feature_map_sizes[2 * level] if feature_map_sizes[2 * level] else -1.0,
+                      image_size[1] / feature_map_sizes[2 * level + 1] if feature_map_sizes[2 * level + 1]
+                      else -1.0]
+    shapes_per_level = []
     for level in range(num_levels):
         per_cell = 1 + 2 * aspect_ratio_counts[level]
         if max_sizes and max_sizes[level] > 0:
             per_cell += 1
-        count += feature_map_sizes[2 * level] * feature_map_sizes[2 * level + 1] * per_cell
-    return torch.empty((count, 4), dtype=dtype or torch.float32, device=device or "cpu")
+        shapes_per_level.append(per_cell)
+    cell_shapes = [1.0] * (2 * sum(shapes_per_level))  # sizes/image: positive once checked above
+    count = _prior_count(feature_map_sizes, steps, cell_shapes, shapes_per_level, image_size, offset)
+    return torch.empty((count, 4), dtype=out_dtype, device=device or "cpu")
 
 
 @torch.library.register_fake("ssd_ext::_prior_boxes_out")
 def _prior_boxes_out_fake(out, feature_map_sizes, steps, cell_shapes, shapes_per_level,
                           image_size, offset, clip) -> None:
-    if out.dim() != 2 or out.shape[1] != 4:
-        raise ValueError(f"out must have shape [P, 4], got {list(out.shape)}")
+    count = _prior_count(feature_map_sizes, steps, cell_shapes, shapes_per_level, image_size, offset)
+    if out.dim() != 2 or out.shape[0] != count or out.shape[1] != 4:
+        raise ValueError(f"out must have shape [{count}, 4], got {list(out.shape)}")
+    _checks.check_floating(out, "out")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous")
 
 
 def ssd_sizes(
