@@ -7,7 +7,7 @@ PYTHON ?= python3
 PY := $(shell $(PYTHON) scripts/ensure_deps.py --print-python 2>/dev/null || echo $(PYTHON))
 export MAX_JOBS ?= 2
 
-.PHONY: setup build test test-ops demo bench lint cmake gpu-check clean
+.PHONY: setup build test test-ops demo bench lint cmake gpu-check sanitize clean
 
 setup:
 	$(PYTHON) scripts/ensure_deps.py
@@ -39,6 +39,11 @@ cmake: setup
 	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build build/cmake -j $(MAX_JOBS)
 	cd build/cmake && ctest --output-on-failure
+
+# The C++ kernels built with AddressSanitizer + UndefinedBehaviorSanitizer (build/sanitize/),
+# then the op tests against that build (see docs/RELIABILITY.md; the first build takes long).
+sanitize: setup
+	PYTHON=$(PY) bash scripts/sanitize.sh
 
 # On a machine with a GPU: build, CUDA tests and GPU benchmarks, results into $$OUT.
 gpu-check:
