@@ -55,7 +55,7 @@ def test_raw_match_rejects_unordered_offsets_on_cpu():
             raw_match(boxes, labels, torch.tensor(offsets), priors)
 
 
-@pytest.mark.parametrize("counts", [[3, 0], [40, 17, 0, 5]])
+@pytest.mark.parametrize("counts", [[40, 0], [40, 17, 0, 5]])
 def test_more_ground_truths_than_priors_every_prior_forced(device, counts):
     boxes, labels = crowd(counts, seed=7, min_size=0.2, max_size=0.9)
     priors = ref.xyxy_to_cxcywh(random_boxes(4, torch.Generator().manual_seed(3), min_size=0.3))
@@ -63,9 +63,7 @@ def test_more_ground_truths_than_priors_every_prior_forced(device, counts):
     ref_loc, ref_lab = ref.match(boxes, labels, priors)
     assert torch.equal(lab, ref_lab)
     torch.testing.assert_close(loc, ref_loc, rtol=1e-5, atol=1e-6)
-    for b, count in enumerate(counts):
-        if count:
-            assert (lab[b] > 0).all()  # every prior overlaps something, so each is forced
+    assert (lab[0] > 0).all()  # 40 large ground truths on 4 large priors: every prior forced
 
 
 @pytest.mark.parametrize("offsets", [[0, 5, 3, 6], [0, 2, 9, 6], [-1, 2, 4, 6], [3, 1, 6, 6]],
