@@ -143,3 +143,23 @@ def test_mining_256_images_of_8732_identical_on_cpu_and_cuda(dtype):
     gpu = ops.hard_negative_mining(loss.cuda(), labels.cuda(), neg_pos_ratio=3, min_negatives=5)
     assert torch.equal(gpu.cpu(), cpu)
 
+
+
+def test_size_targets_are_the_double_log_rounded_once(device):
+    """loc[..., 2:] = float(log(double(w / pw)) / double(v1)) exactly (box_math's portable_log):
+    the property that makes match's targets identical on every device."""
+    generator = torch.Generator().manual_seed(21)
+    boxes = [random_boxes(1, generator, min_size=0.05, max_size=0.9) for _ in range(64)]
+    labels = [torch.ones(1, dtype=torch.int64) for _ in boxes]
+    priors = ref.xyxy_to_cxcywh(random_boxes(500, generator, min_size=0.05, max_size=0.9))
+    loc, lab = match_on(device, boxes, labels, priors, iou_threshold=0.3)
+    gt = torch.cat(boxes)  # one ground truth per image: every positive prior took it
+    v1 = torch.tensor(0.2).item()  # the kernel divides by v1 in the math type, float32 here
+    for b in range(len(boxes)):
+        positive = lab[b] > 0
+        w = gt[b, 2] - gt[b, 0]
+        h = gt[b, 3] - gt[b, 1]
+        want_w = ((w / priors[positive, 2]).double().log() / v1).float()
+        want_h = ((h / priors[positive, 3]).double().log() / v1).float()
+        assert torch.equal(loc[b, positive, 2], want_w)
+        assert torch.equal(loc[b, positive, 3], want_h)
