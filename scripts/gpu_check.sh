@@ -72,6 +72,13 @@ elif ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
   rehearsal=1
 fi
 
+if [ "$rehearsal" = 1 ]; then
+  # The lent machine has no pycocotools: hide it here so that its tests are seen to skip.
+  mkdir -p "$work/hide/pycocotools"
+  echo 'raise ImportError("pycocotools hidden by the gpu_check rehearsal")' > "$work/hide/pycocotools/__init__.py"
+  export PYTHONPATH="$work/hide${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
 # --- environment
 {
   echo "date: $(date -u +%FT%TZ)   host: $(hostname)   cores: $(nproc)"
@@ -95,13 +102,6 @@ EOF
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 } 2>&1 | tee -a "$summary"
 
-if [ "$rehearsal" = 1 ]; then
-  # The lent machine has no pycocotools: hide it here so that its tests are seen to skip.
-  mkdir -p "$work/hide/pycocotools"
-  echo 'raise ImportError("pycocotools hidden by the gpu_check rehearsal")' > "$work/hide/pycocotools/__init__.py"
-  export PYTHONPATH="$work/hide${PYTHONPATH:+:$PYTHONPATH}"
-fi
-
 # --- build: the whole log is kept and the exit status checked (a `| tail` hid nvcc errors).
 build_log="$out/build.log"
 : > "$build_log"
@@ -111,7 +111,7 @@ if ! step build 240 "$build_log" env SSD_EXT_WITH_CUDA=$with_cuda python3 setup.
   note "build failed: see build.log; nothing else is run"
   exit 1
 fi
-grep -iE "warning|error" "$build_log" | grep -v "^===" | head -20 | sed 's/^/  build: /' | tee -a "$summary"
+grep -iE "warning|error" "$build_log" | grep -vE "^===|SetuptoolsDeprecation|setuptools" | head -20 | sed 's/^/  build: /' | tee -a "$summary"
 python3 -m ssd_ext info >> "$build_log" 2>&1
 if [ "$rehearsal" = 0 ] && ! python3 -c "import sys, ssd_ext; sys.exit(0 if ssd_ext._C.cuda_compiled() else 1)"; then
   note "FAIL  the build has no CUDA kernels; nothing else is run"
