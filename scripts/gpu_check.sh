@@ -125,7 +125,7 @@ tests_log="$out/tests.log"
 pytest_args=(-q -p no:cacheprovider -rs --durations=10)
 step "tests: ops + loss (CUDA cases)" 200 "$tests_log" \
   python3 -m pytest "${pytest_args[@]}" --junitxml="$work/junit_ops.xml" tests/ops tests/test_loss.py
-tail -3 "$tests_log" | sed 's/^/  /' | tee -a "$summary"
+grep -E "^(FAILED|ERROR) |^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" "$tests_log" | tail -25 | sed 's/^/  /' | tee -a "$summary"
 
 # --- compute-sanitizer over a small script of every op; only our kernels are instrumented.
 sanitize_log="$out/sanitize.log"
@@ -170,7 +170,7 @@ fi
 SOFT_TIMEOUT=1 step "tests: the rest (not slow)" 150 "$tests_log" \
   python3 -m pytest "${pytest_args[@]}" --junitxml="$work/junit_rest.xml" -m "not slow" tests \
   --ignore=tests/ops --ignore=tests/test_loss.py
-tail -3 "$tests_log" | sed 's/^/  /' | tee -a "$summary"
+grep -E "^(FAILED|ERROR) |^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" "$tests_log" | tail -25 | sed 's/^/  /' | tee -a "$summary"
 
 tar -czf "$out/results.tar.gz" -C "$work" --exclude=hide . 2>/dev/null || note "could not write results.tar.gz"
 note "gpu_check: exit status $status after $(elapsed)s (files in $out: $(ls "$out" | tr '\n' ' '))"
