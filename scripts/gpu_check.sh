@@ -18,7 +18,9 @@ out="${OUT:-$root/gpu_check_out}"
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+# Every core for the build: the Makefile exports MAX_JOBS=2 (sized for the CI machine), which
+# would make the build alone take minutes on the lent one.
+export PYTHONUNBUFFERED=1 MAX_JOBS="${SSD_GPU_CHECK_MAX_JOBS:-$(nproc)}"
 # H200 = sm_90. Pinned (not taken from the visible GPU) so the build is the one checked here.
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 # Whole-script limit in seconds; SSD_GPU_CHECK_TIME_SCALE multiplies it and every step's limit
