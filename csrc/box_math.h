@@ -117,10 +117,11 @@ SSD_HOST_DEVICE void encode_box_offsets_and_ratios(
     T v_center, T* out) {
   const T w = x2 - x1;
   const T h = y2 - y1;
-  const T cx = x1 + T(0.5) * w;
-  const T cy = y1 + T(0.5) * h;
-  out[0] = (cx - pcx) / (v_center * pw);
-  out[1] = (cy - pcy) / (v_center * ph);
+  // mul_no_fma: an fma would skip the rounding of 0.5 * w, which differs for subnormal w.
+  const T cx = x1 + mul_no_fma(T(0.5), w);
+  const T cy = y1 + mul_no_fma(T(0.5), h);
+  out[0] = (cx - pcx) / mul_no_fma(v_center, pw);
+  out[1] = (cy - pcy) / mul_no_fma(v_center, ph);
   out[2] = w / pw;
   out[3] = h / ph;
 }
@@ -130,14 +131,77 @@ SSD_HOST_DEVICE T encode_size_target(T log_ratio, T v_size) {
   return log_ratio / v_size;
 }
 
+// Natural log of a double from +, -, * and / alone, each IEEE-rounded and no product fused
+// into an add (mul_no_fma), so the host and every GPU return the same bits: the C library's
+// log and CUDA's log are both faithful but not correctly rounded, and may differ in the last
+// bit. Accurate to a few units in the last place of a double, so a float rounded from it is
+// the correctly rounded float log except within a few double ulps of a float midpoint (and
+// there too it is the same on every device). Special values as std::log: log(+-0) = -inf,
+// log(x < 0) = NaN, log(inf) = inf, NaN stays NaN.
+SSD_HOST_DEVICE double portable_log(double x) {
+  if (!(x > 0.0)) {
+    return x == 0.0 ? -HUGE_VAL : (x - x) / (x - x);  // -inf for +-0; NaN for NaN and x < 0
+  }
+  if (x > 1.7976931348623157e308) {
+    return x;  // +inf
+  }
+  int exponent = 0;
+  if (x < 2.2250738585072014e-308) {
+    x = x * 18014398509481984.0;  // 2^54: subnormals become normal, exactly
+    exponent = -54;
+  }
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof(bits));
+  exponent += static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+  bits = (bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull;  // mantissa m in [1, 2)
+  double m;
+  memcpy(&m, &bits, sizeof(m));
+  if (m > 1.4142135623730951) {  // m in [sqrt(1/2), sqrt(2)): |s| below 0.172
+    m = m * 0.5;
+    exponent += 1;
+  }
+  // log(m) = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ...) with s = (m - 1) / (m + 1); m - 1 is
+  // exact here, and 12 terms leave a truncation error below 1e-19 for s^2 <= 0.0295.
+  const double f = m - 1.0;
+  const double s = f / (2.0 + f);
+  const double s2 = mul_no_fma(s, s);
+  double series = 1.0 / 23.0;
+  series = mul_no_fma(series, s2) + 1.0 / 21.0;
+  series = mul_no_fma(series, s2) + 1.0 / 19.0;
+  series = mul_no_fma(series, s2) + 1.0 / 17.0;
+  series = mul_no_fma(series, s2) + 1.0 / 15.0;
+  series = mul_no_fma(series, s2) + 1.0 / 13.0;
+  series = mul_no_fma(series, s2) + 1.0 / 11.0;
+  series = mul_no_fma(series, s2) + 1.0 / 9.0;
+  series = mul_no_fma(series, s2) + 1.0 / 7.0;
+  series = mul_no_fma(series, s2) + 1.0 / 5.0;
+  series = mul_no_fma(series, s2) + 1.0 / 3.0;
+  const double log_m = mul_no_fma(2.0 * s, mul_no_fma(series, s2)) + 2.0 * s;
+  // ln 2 split so that exponent * kLn2High is exact (kLn2High has 32 significant bits).
+  constexpr double kLn2High = 6.93147180369123816490e-01;
+  constexpr double kLn2Low = 1.90821492927058770002e-10;
+  const double e = static_cast<double>(exponent);
+  return mul_no_fma(e, kLn2High) + (mul_no_fma(e, kLn2Low) + log_m);
+}
+
+// The size target log(ratio) / v_size with the log and the division in double, rounded once
+// to T: the same bits on the host and on every GPU (see portable_log), so match's loc targets
+// are identical across devices.
+template <typename T>
+SSD_HOST_DEVICE T encode_size_target_exact(T ratio, T v_size) {
+  return static_cast<T>(portable_log(static_cast<double>(ratio)) / static_cast<double>(v_size));
+}
+
+// encode_box_offsets_and_ratios followed by encode_size_target_exact: the encoder of match
+// (CPU and CUDA) and of the CUDA encode kernel.
 template <typename T>
 SSD_HOST_DEVICE void encode_box(
     T x1, T y1, T x2, T y2,
     T pcx, T pcy, T pw, T ph,
     T v_center, T v_size, T* out) {
   encode_box_offsets_and_ratios(x1, y1, x2, y2, pcx, pcy, pw, ph, v_center, out);
-  out[2] = encode_size_target(log_of(out[2]), v_size);
-  out[3] = encode_size_target(log_of(out[3]), v_size);
+  out[2] = encode_size_target_exact(out[2], v_size);
+  out[3] = encode_size_target_exact(out[3], v_size);
 }
 
 // Inverse of encode_box, returning xyxy, in the same two steps around the exp: step 1 is

@@ -290,6 +290,7 @@ def ann(ann_id, image_id, bbox, category_id=3, iscrowd=0):
 
 
 def test_coco_reads_boxes_and_maps_categories(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     images = [
         {"id": 7, "file_name": "a.jpg", "width": 32, "height": 24},
         {"id": 9, "file_name": "b.jpg", "width": 32, "height": 24},
@@ -321,6 +322,7 @@ def test_coco_reads_boxes_and_maps_categories(tmp_path):
 
 
 def test_coco_80_categories_give_81_classes(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     categories = [{"id": cat_id, "name": f"c{cat_id}"} for cat_id in range(1, 91) if cat_id % 9 != 0][:80]
     image_dir, path = make_coco(
         tmp_path,
@@ -335,6 +337,7 @@ def test_coco_80_categories_give_81_classes(tmp_path):
 
 
 def test_coco_drop_empty(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}]
     image_dir, path = make_coco(
         tmp_path, images, [ann(1, 1, [1, 1, 5, 5]), ann(2, 2, [1, 1, 5, 5], iscrowd=1)]
@@ -344,6 +347,7 @@ def test_coco_drop_empty(tmp_path):
 
 
 def test_coco_bad_entries_are_skipped_with_one_warning(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     images = [
         {"id": 1, "file_name": "a.jpg", "width": 32, "height": 24},
         {"id": 2, "file_name": "gone.jpg", "_missing": True},
@@ -385,6 +389,7 @@ def test_coco_bad_entries_are_skipped_with_one_warning(tmp_path):
 
 
 def test_synthetic_coco_round_trip_and_cocoeval_of_the_ground_truth(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     from pycocotools.cocoeval import COCOeval
 
     dataset = SyntheticShapes(num_images=8, image_size=64, seed=5)
@@ -690,6 +695,7 @@ def test_bomb_helpers_claim_a_huge_size_without_allocating(tmp_path):
 def test_unreadable_image_of_any_kind_is_skipped_and_counted(tmp_path, kind, source):
     # Annotated with a size: built fine, found when loaded -> the next image is served, through
     # the dataset, the train transform and the loader; counted once per file, every epoch alike.
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     if source == "voc":
         base = make_voc(tmp_path, "2007", "trainval", {
             "bad": (32, 24, [("cow", (1, 1, 8, 8), False)]),
@@ -738,6 +744,7 @@ def test_unreadable_image_of_any_kind_is_skipped_and_counted(tmp_path, kind, sou
 
 
 def test_coco_numbers_of_any_type_or_size_skip_only_their_entry(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     huge = 10**400  # too large for a float: OverflowError if converted blindly
     images = [
         {"id": 1, "file_name": "a.jpg", "width": 32, "height": 24},
@@ -803,6 +810,7 @@ def test_boxes_are_clipped_to_the_decoded_size_not_the_annotated_one(tmp_path):
 
 
 def test_coco_boxes_are_clipped_to_the_decoded_size(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     images = [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}]
     image_dir, path = make_coco(tmp_path, images, [ann(1, 1, [100, 100, 200, 200]), ann(2, 1, [1, 1, 4, 4])])
     save_image(os.path.join(image_dir, "a.jpg"), 64, 48)
@@ -838,6 +846,7 @@ def test_voc_difficult_flag_of_another_value_is_a_malformed_object(tmp_path):
 @pytest.mark.parametrize("value, crowd", [(0, False), (1, True), ("0", False), ("1", True), (" 1 ", True),
                                           (False, False), (True, True), (0.0, False), (1.0, True)])
 def test_coco_iscrowd_is_read_as_its_value(tmp_path, value, crowd):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}],
                                 [ann(1, 1, [1, 1, 5, 5], iscrowd=value), ann(2, 1, [2, 2, 5, 5])])
     with warnings.catch_warnings():
@@ -850,6 +859,7 @@ def test_coco_iscrowd_is_read_as_its_value(tmp_path, value, crowd):
 
 @pytest.mark.parametrize("value", [2, -1, "yes", "", None, [0], 0.5, {"crowd": 0}])
 def test_coco_invalid_iscrowd_is_a_malformed_annotation(tmp_path, value):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}],
                                 [ann(1, 1, [1, 1, 5, 5], iscrowd=value), ann(2, 1, [2, 2, 5, 5])])
     with pytest.warns(AnnotationWarning, match="iscrowd"):
@@ -859,6 +869,7 @@ def test_coco_invalid_iscrowd_is_a_malformed_annotation(tmp_path, value):
 
 
 def test_coco_repeated_ids_keep_the_first_with_a_warning(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     categories = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}, {"id": 3, "name": "truck"}]
     images = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}]
     annotations = [ann(1, 1, [1, 1, 5, 5], 3), ann(1, 1, [2, 2, 5, 5], 1), ann(2, 1, [3, 3, 5, 5], 1)]
@@ -883,6 +894,7 @@ def test_voc_split_file_that_is_not_utf8_text_is_a_clear_error(tmp_path, content
 
 
 def test_coco_json_in_utf16_is_read(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     image_dir, path = make_coco(tmp_path, [{"id": 1, "file_name": "a.jpg"}], [ann(1, 1, [1, 1, 5, 5])])
     with open(path, encoding="utf-8") as handle:
         text = handle.read()

@@ -15,6 +15,7 @@ import os
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from test_data import bomb_jpeg, bomb_png, save_image, truncated_jpeg, voc_xml
@@ -249,6 +250,7 @@ def make_corrupt_coco(root) -> tuple[str, str, dict]:
 
 
 def test_corrupt_coco_trains_for_an_epoch_and_reports_every_bad_item(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     image_dir, path, expected = make_corrupt_coco(str(tmp_path))
     with warnings.catch_warnings(record=True) as built:
         warnings.simplefilter("always")

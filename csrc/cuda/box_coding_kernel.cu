@@ -20,7 +20,7 @@ enum class Direction { kEncode, kDecode };
 // One thread per box; box n pairs with prior n % num_priors, so [B, P, 4] against [P, 4]
 // reads the priors straight from their own (cached) rows instead of an expanded copy.
 template <typename scalar_t, Direction direction>
-__global__ void box_coding_kernel(
+__global__ void __launch_bounds__(kThreads) box_coding_kernel(
     const scalar_t* __restrict__ in, const scalar_t* __restrict__ priors, int64_t rows,
     int64_t num_priors, at::opmath_type<scalar_t> v_center, at::opmath_type<scalar_t> v_size,
     scalar_t* __restrict__ out) {

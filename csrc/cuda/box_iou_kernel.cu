@@ -18,8 +18,10 @@ constexpr int kTile = 32;
 // A 32x32 tile of the IoU matrix per block: each block stages its 32 boxes of each side
 // (and their areas) in shared memory once, so global loads drop from 8 per pair to 8 per
 // row or column of the tile.
+// kTile x kTile = 1024 threads: the bound makes ptxas fit 64 registers per thread in every
+// build, -G debug builds included (without it such a build needs more and every launch fails).
 template <typename scalar_t>
-__global__ void box_iou_kernel(
+__global__ void __launch_bounds__(kTile* kTile) box_iou_kernel(
     const scalar_t* __restrict__ boxes1, const scalar_t* __restrict__ boxes2,
     int64_t n, int64_t m, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;

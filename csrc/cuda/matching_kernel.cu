@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <climits>
 #include <cstdint>
 #include <tuple>
 
@@ -22,17 +23,47 @@ constexpr int kWarpSize = 32;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
-// Image b's ground-truth rows [begin, end), clamped into [0, total] so that malformed
-// offsets can never index out of bounds (the CPU kernel validates them; here that would
-// cost a device sync).
+constexpr int kOffsetThreads = 1024;
+
+// Offsets made safe on the device, without a host sync: ordered[b] = min(max(offsets[0..b]),
+// total) clamped at 0, a non-decreasing sequence inside [0, total], so image ranges never
+// overlap and never leave the ground truth (the CPU kernel rejects such offsets instead; the
+// wrapper always builds valid ones, for which this is the identity). One block: each thread
+// takes a contiguous chunk, the chunk maxima are scanned in shared memory, then written out.
+__global__ void __launch_bounds__(kOffsetThreads)
+    ordered_offsets_kernel(const int64_t* __restrict__ offsets, int64_t count, int64_t total,
+                           int64_t* __restrict__ ordered) {
+  __shared__ int64_t chunk_max[kOffsetThreads];
+  const int64_t chunk = (count + kOffsetThreads - 1) / kOffsetThreads;
+  const int64_t begin = threadIdx.x * chunk;
+  const int64_t end = begin + chunk < count ? begin + chunk : count;
+  int64_t running = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    running = offsets[i] > running ? offsets[i] : running;
+  }
+  chunk_max[threadIdx.x] = running;
+  __syncthreads();
+  // Inclusive prefix max over the chunks (Hillis-Steele).
+  for (int stride = 1; stride < kOffsetThreads; stride *= 2) {
+    const int64_t other = threadIdx.x >= stride ? chunk_max[threadIdx.x - stride] : 0;
+    __syncthreads();
+    if (other > chunk_max[threadIdx.x]) {
+      chunk_max[threadIdx.x] = other;
+    }
+    __syncthreads();
+  }
+  running = threadIdx.x > 0 ? chunk_max[threadIdx.x - 1] : 0;
+  for (int64_t i = begin; i < end; ++i) {
+    running = offsets[i] > running ? offsets[i] : running;
+    ordered[i] = running < total ? running : total;
+  }
+}
+
+// Image b's ground-truth rows [begin, end) from the ordered offsets.
 __device__ __forceinline__ void image_range(
-    const int64_t* offsets, int64_t b, int64_t total, int64_t& begin, int64_t& end) {
-  int64_t lo = offsets[b];
-  int64_t hi = offsets[b + 1];
-  lo = lo < 0 ? 0 : (lo > total ? total : lo);
-  hi = hi < lo ? lo : (hi > total ? total : hi);
-  begin = lo;
-  end = hi;
+    const int64_t* offsets, int64_t b, int64_t& begin, int64_t& end) {
+  begin = offsets[b];
+  end = offsets[b + 1];
 }
 
 template <typename scalar_t, typename acc_t>
@@ -65,19 +96,21 @@ __device__ __forceinline__ void warp_argmax(acc_t& value, int32_t& index) {
   }
 }
 
-// Kernel 1, grid (prior blocks, images): each thread takes one prior and scans the image's
+// Kernel 1, grid (images x prior blocks): each thread takes one prior and scans the image's
 // ground truth (staged through shared memory in tiles) for its best IoU; ties -> lower gt.
 template <typename scalar_t>
-__global__ void best_gt_per_prior_kernel(
+__global__ void __launch_bounds__(kThreads) best_gt_per_prior_kernel(
     const scalar_t* __restrict__ gt_boxes, const int64_t* __restrict__ offsets, int64_t total_gt,
     const scalar_t* __restrict__ priors, int64_t num_priors,
     at::opmath_type<scalar_t>* __restrict__ best_iou, int32_t* __restrict__ best_gt) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t tile[kThreads][5];
-  const int64_t b = blockIdx.y;
-  const int64_t p = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  // Images and prior blocks share grid x (no 65535 limit from grid y).
+  const int64_t prior_blocks = (num_priors + kThreads - 1) / kThreads;
+  const int64_t b = blockIdx.x / prior_blocks;
+  const int64_t p = (blockIdx.x % prior_blocks) * kThreads + threadIdx.x;
   int64_t g0, g1;
-  image_range(offsets, b, total_gt, g0, g1);
+  image_range(offsets, b, g0, g1);
   acc_t px1 = 0, py1 = 0, px2 = 0, py2 = 0, parea = 0;
   if (p < num_priors) {
     load_prior_xyxy(priors, p, px1, py1, px2, py2, parea);
@@ -150,7 +183,7 @@ __device__ void warp_best_prior(
 // warps recompute the caches that pointed at it. Scratch lives in global memory, so there
 // is no cap on ground truth per image.
 template <typename scalar_t>
-__global__ void force_matches_kernel(
+__global__ void __launch_bounds__(kThreads) force_matches_kernel(
     const scalar_t* __restrict__ gt_boxes, const int64_t* __restrict__ offsets, int64_t total_gt,
     const scalar_t* __restrict__ priors, int64_t num_priors,
     at::opmath_type<scalar_t>* cached_iou, int32_t* cached_prior, uint8_t* assigned,
@@ -160,7 +193,7 @@ __global__ void force_matches_kernel(
   __shared__ int32_t chosen_prior;
   const int64_t b = blockIdx.x;
   int64_t g0, g1;
-  image_range(offsets, b, total_gt, g0, g1);
+  image_range(offsets, b, g0, g1);
   if (g1 == g0) {
     return;
   }
@@ -190,9 +223,11 @@ __global__ void force_matches_kernel(
       }
       warp_argmax(top, top_g);
       if (lane == 0) {
-        if (top_g < g1 - g0) {
+        // The cache holds the sentinel prior num_priors when every prior is forced; its IoU
+        // is then -1 and never chosen, but the index is checked before it is written through.
+        const int32_t p = top_g < g1 - g0 ? cached_prior[g0 + top_g] : -1;
+        if (p >= 0 && p < num_priors) {
           const int64_t g = g0 + top_g;
-          const int32_t p = cached_prior[g];
           assigned[g] = 1;
           image_forced[p] = 1;
           best_gt[b * num_priors + p] = top_g;
@@ -228,7 +263,7 @@ __global__ void force_matches_kernel(
 
 // Kernel 3, over all (image, prior): labels and encoded targets.
 template <typename scalar_t>
-__global__ void encode_matches_kernel(
+__global__ void __launch_bounds__(kThreads) encode_matches_kernel(
     const scalar_t* __restrict__ gt_boxes, const int64_t* __restrict__ gt_labels,
     const int64_t* __restrict__ offsets, int64_t total_gt, const scalar_t* __restrict__ priors,
     int64_t batch, int64_t num_priors, const at::opmath_type<scalar_t>* __restrict__ best_iou,
@@ -243,7 +278,7 @@ __global__ void encode_matches_kernel(
     const int64_t p = i - b * num_priors;
     const int32_t g = best_gt[i];
     int64_t g0, g1;
-    image_range(offsets, b, total_gt, g0, g1);
+    image_range(offsets, b, g0, g1);
     const bool positive = g >= 0 && g0 + g < g1 && (forced[i] || best_iou[i] >= threshold);
     if (!positive) {
       labels[i] = 0;
@@ -278,11 +313,22 @@ std::tuple<at::Tensor, at::Tensor> match_cuda(
   if (labels.numel() == 0) {
     return {loc, labels};
   }
+  const int64_t prior_blocks = (num_priors + kThreads - 1) / kThreads;
   TORCH_CHECK_VALUE(
-      batch <= 65535, "match: at most 65535 images per call are supported on CUDA, got ", batch);
+      batch * prior_blocks <= INT32_MAX, "match on CUDA supports at most 2^31 - 1 blocks of ",
+      kThreads, " priors over all images, got B = ", batch, " images of P = ", num_priors,
+      " priors");
   const at::Tensor boxes = gt_boxes.contiguous();
   const at::Tensor box_labels = gt_labels.contiguous();
-  const at::Tensor offsets = gt_offsets.contiguous();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor offsets = at::empty({batch + 1}, gt_offsets.options());
+  {
+    const at::Tensor raw_offsets = gt_offsets.contiguous();
+    ordered_offsets_kernel<<<1, kOffsetThreads, 0, stream>>>(
+        raw_offsets.const_data_ptr<int64_t>(), batch + 1, total_gt,
+        offsets.mutable_data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   const at::Tensor prior_boxes = priors.contiguous();
   const auto acc_type = at::toOpMathType(boxes.scalar_type());
   at::Tensor best_iou = at::empty({batch, num_priors}, priors.options().dtype(acc_type));
@@ -291,11 +337,10 @@ std::tuple<at::Tensor, at::Tensor> match_cuda(
   at::Tensor cached_iou = at::empty({total_gt}, priors.options().dtype(acc_type));
   at::Tensor cached_prior = at::empty({total_gt}, priors.options().dtype(at::kInt));
   at::Tensor assigned = at::empty({total_gt}, priors.options().dtype(at::kByte));
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, boxes.scalar_type(), "match_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const dim3 grid(ceil_div(num_priors, kThreads), static_cast<unsigned int>(batch));
+        const unsigned int grid = static_cast<unsigned int>(batch * prior_blocks);
         best_gt_per_prior_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
             boxes.const_data_ptr<scalar_t>(), offsets.const_data_ptr<int64_t>(), total_gt,
             prior_boxes.const_data_ptr<scalar_t>(), num_priors,
@@ -345,7 +390,7 @@ __device__ int64_t block_sum(int64_t value, int64_t* scratch) {
 // (the largest T with #{key >= T} >= k); the keys above T are all taken, and of the keys
 // equal to T the lowest-index ones, by an ordered block scan.
 template <typename scalar_t>
-__global__ void hard_negative_mining_kernel(
+__global__ void __launch_bounds__(kThreads) hard_negative_mining_kernel(
     const scalar_t* __restrict__ conf_loss, const int64_t* __restrict__ labels,
     int64_t num_priors, int64_t neg_pos_ratio, int64_t min_negatives, bool* __restrict__ keep) {
   using acc_t = at::opmath_type<scalar_t>;

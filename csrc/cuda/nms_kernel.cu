@@ -32,7 +32,7 @@ constexpr int kWordBits = 64;
 // (64 w + j) comes after box i and its IoU with box i is > threshold (and, batched, they share
 // a class). Only tiles on or above the diagonal are computed and ever read.
 template <typename scalar_t, bool kBatched>
-__global__ void nms_mask_kernel(const scalar_t* __restrict__ boxes,
+__global__ void __launch_bounds__(kWordBits) nms_mask_kernel(const scalar_t* __restrict__ boxes,
                                 const int64_t* __restrict__ classes, int64_t n, int64_t words,
                                 at::opmath_type<scalar_t> iou_threshold,
                                 unsigned long long* __restrict__ mask) {
@@ -86,17 +86,22 @@ __global__ void nms_mask_kernel(const scalar_t* __restrict__ boxes,
   mask[i * words + col_block] = bits;
 }
 
+constexpr int kReduceThreads = 1024;
+
 // The greedy walk in one block. removed[] (shared) starts with the NaN-score boxes and the
-// padding bits past n. Word w is final once every earlier kept box has been applied; within
-// the word, each kept box ORs its diagonal word into a register copy, and its later words into
-// removed[], each word by one thread (so no atomics), with one barrier per word.
+// padding bits past n. Word w is final once every earlier kept box has been applied; its 64
+// diagonal words (row i's word w, for the boxes i of word w) are staged in shared memory, so
+// the serial scan over the word waits on no global load. Each kept box ORs its diagonal word
+// into a register copy, and its later words into removed[], each word by one thread (so no
+// atomics), with two barriers per word.
 template <typename key_t>
-__global__ void nms_reduce_kernel(const unsigned long long* __restrict__ mask,
-                                  const key_t* __restrict__ sorted_keys,
-                                  const int64_t* __restrict__ order, int64_t n, int64_t words,
-                                  int64_t max_keep, int64_t* __restrict__ keep_out,
-                                  int64_t* __restrict__ count_out) {
+__global__ void __launch_bounds__(kReduceThreads)
+    nms_reduce_kernel(const unsigned long long* __restrict__ mask,
+                      const key_t* __restrict__ sorted_keys, const int64_t* __restrict__ order,
+                      int64_t n, int64_t words, int64_t max_keep, int64_t* __restrict__ keep_out,
+                      int64_t* __restrict__ count_out) {
   extern __shared__ unsigned long long removed[];
+  __shared__ unsigned long long diagonal[kWordBits];
   for (int64_t w = threadIdx.x; w < words; w += blockDim.x) {
     unsigned long long bits = 0;
     for (int b = 0; b < kWordBits; ++b) {
@@ -109,6 +114,11 @@ __global__ void nms_reduce_kernel(const unsigned long long* __restrict__ mask,
   }
   int64_t kept = 0;
   for (int64_t w = 0; w < words && kept < max_keep; ++w) {
+    __syncthreads();  // removed[w] is final; diagonal[] of the previous word is no longer read
+    if (threadIdx.x < kWordBits) {
+      const int64_t i = w * kWordBits + threadIdx.x;
+      diagonal[threadIdx.x] = i < n ? mask[i * words + w] : 0ULL;
+    }
     __syncthreads();
     unsigned long long current = removed[w];
     for (int b = 0; b < kWordBits; ++b) {
@@ -123,8 +133,8 @@ __global__ void nms_reduce_kernel(const unsigned long long* __restrict__ mask,
       if (kept >= max_keep) {
         break;
       }
+      current |= diagonal[b];
       const unsigned long long* row = mask + i * words;
-      current |= row[w];
       for (int64_t later = w + 1 + threadIdx.x; later < words; later += blockDim.x) {
         removed[later] |= row[later];
       }
@@ -181,7 +191,9 @@ at::Tensor nms_cuda_impl(const at::Tensor& boxes, const at::Tensor& scores,
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (words + 31) / 32 * 32)));
+  // At least 64 threads (the diagonal staging), at most the launch bound.
+  const int threads = static_cast<int>(
+      std::min<int64_t>(kReduceThreads, std::max<int64_t>(kWordBits, (words + 31) / 32 * 32)));
   const size_t shared_bytes = static_cast<size_t>(words) * sizeof(unsigned long long);
   AT_DISPATCH_FLOATING_TYPES(sorted_keys.scalar_type(), "nms_reduce_cuda", [&] {
     nms_reduce_kernel<scalar_t><<<1, threads, shared_bytes, stream>>>(

@@ -15,29 +15,42 @@ namespace ssd_ext {
 namespace {
 
 constexpr int kThreads = 256;
-// Per level in `level_table`: prior_begin, rows, cols, shape_begin, shape_count.
+// Per level in the level table: prior_begin, rows, cols, shape_begin, shape_count.
 constexpr int kLevelFields = 5;
+// Tables up to this size travel as a kernel argument (2.2 KB of the 4 KB parameter space):
+// every preset has at most 7 levels and 6 shapes per level.
+constexpr int kMaxInlineLevels = 12;
+constexpr int kMaxInlineShapes = 96;
+
+// The level table and the reals: each level's (step_y, step_x), then every (w, h) cell shape.
+struct PriorTables {
+  int64_t levels[kMaxInlineLevels * kLevelFields];
+  double reals[2 * kMaxInlineLevels + 2 * kMaxInlineShapes];
+};
 
 __device__ __forceinline__ double clip_unit(double v) {
   return fmin(fmax(v, 0.0), 1.0);
 }
 
 // One thread per prior: find its level (a short scan over the few levels), then its cell and
-// shape. `reals` holds each level's (step_y, step_x), then every (w, h) cell shape. Math in
-// double, like the reference and the CPU kernel.
+// shape. The tables are read from the kernel argument (__grid_constant__: addressed in place,
+// not copied per thread), or, for configurations too large for it, from `level_table` and
+// `reals` in device memory. Math in double, like the reference and the CPU kernel.
 template <typename scalar_t>
-__global__ void prior_boxes_kernel(
-    const int64_t* __restrict__ level_table, int num_levels, const double* __restrict__ reals,
-    double image_h, double image_w, double offset, bool clip, int64_t num_priors,
-    scalar_t* __restrict__ out) {
-  const double* shapes = reals + 2 * num_levels;
+__global__ void __launch_bounds__(kThreads) prior_boxes_kernel(
+    const __grid_constant__ PriorTables inline_tables, const int64_t* __restrict__ level_table,
+    const double* __restrict__ reals, int num_levels, double image_h, double image_w,
+    double offset, bool clip, int64_t num_priors, scalar_t* __restrict__ out) {
+  const int64_t* table = level_table != nullptr ? level_table : inline_tables.levels;
+  const double* real_values = reals != nullptr ? reals : inline_tables.reals;
+  const double* shapes = real_values + 2 * num_levels;
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < num_priors;
        p += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     int level = 0;
-    while (level + 1 < num_levels && level_table[kLevelFields * (level + 1)] <= p) {
+    while (level + 1 < num_levels && table[kLevelFields * (level + 1)] <= p) {
       ++level;
     }
-    const int64_t* info = level_table + kLevelFields * level;
+    const int64_t* info = table + kLevelFields * level;
     const int64_t local = p - info[0];
     const int64_t cols = info[2];
     const int64_t count = info[4];
@@ -45,8 +58,8 @@ __global__ void prior_boxes_kernel(
     const int64_t k = local - cell * count;
     const int64_t i = cell / cols;
     const int64_t j = cell - i * cols;
-    double cx = (static_cast<double>(j) + offset) * reals[2 * level + 1] / image_w;
-    double cy = (static_cast<double>(i) + offset) * reals[2 * level] / image_h;
+    double cx = (static_cast<double>(j) + offset) * real_values[2 * level + 1] / image_w;
+    double cy = (static_cast<double>(i) + offset) * real_values[2 * level] / image_h;
     double w = shapes[2 * (info[3] + k)];
     double h = shapes[2 * (info[3] + k) + 1];
     if (clip) {
@@ -63,6 +76,22 @@ __global__ void prior_boxes_kernel(
   }
 }
 
+void fill_tables(const std::vector<PriorLevel>& levels, c10::ArrayRef<double> cell_shapes,
+                 int64_t* table, double* real_values) {
+  const int num_levels = static_cast<int>(levels.size());
+  for (int level = 0; level < num_levels; ++level) {
+    const PriorLevel& info = levels[level];
+    table[kLevelFields * level] = info.prior_begin;
+    table[kLevelFields * level + 1] = info.rows;
+    table[kLevelFields * level + 2] = info.cols;
+    table[kLevelFields * level + 3] = info.shape_begin;
+    table[kLevelFields * level + 4] = info.shape_count;
+    real_values[2 * level] = info.step_y;
+    real_values[2 * level + 1] = info.step_x;
+  }
+  std::copy(cell_shapes.begin(), cell_shapes.end(), real_values + 2 * num_levels);
+}
+
 void prior_boxes_out_cuda(
     at::Tensor& out, c10::IntArrayRef feature_map_sizes, c10::ArrayRef<double> steps,
     c10::ArrayRef<double> cell_shapes, c10::IntArrayRef shapes_per_level,
@@ -75,37 +104,40 @@ void prior_boxes_out_cuda(
     return;
   }
   const c10::cuda::CUDAGuard device_guard(out.device());
-
-  // The level table and the shapes are a few dozen numbers: stage them on the host and copy
-  // them to the device once.
   const int num_levels = static_cast<int>(levels.size());
-  at::Tensor level_table = at::empty({num_levels * kLevelFields}, at::kLong);
-  int64_t* table = level_table.mutable_data_ptr<int64_t>();
-  at::Tensor reals = at::empty(
-      {static_cast<int64_t>(2 * num_levels + cell_shapes.size())}, at::kDouble);
-  double* real_values = reals.mutable_data_ptr<double>();
-  for (int level = 0; level < num_levels; ++level) {
-    const PriorLevel& info = levels[level];
-    table[kLevelFields * level] = info.prior_begin;
-    table[kLevelFields * level + 1] = info.rows;
-    table[kLevelFields * level + 2] = info.cols;
-    table[kLevelFields * level + 3] = info.shape_begin;
-    table[kLevelFields * level + 4] = info.shape_count;
-    real_values[2 * level] = info.step_y;
-    real_values[2 * level + 1] = info.step_x;
+  const int64_t num_reals = 2 * num_levels + static_cast<int64_t>(cell_shapes.size());
+
+  // The tables are a few dozen numbers. They go to the kernel as its argument: no copy from
+  // pageable memory (a stream sync, and illegal under CUDA-graph capture). A configuration
+  // too large for that stages them in pinned memory and copies them asynchronously on the
+  // stream (the caching host allocator keeps the buffer alive until the copy is done).
+  PriorTables inline_tables{};
+  at::Tensor level_table_device;
+  at::Tensor reals_device;
+  const bool fits_inline =
+      num_levels <= kMaxInlineLevels && num_reals <= 2 * kMaxInlineLevels + 2 * kMaxInlineShapes;
+  if (fits_inline) {
+    fill_tables(levels, cell_shapes, inline_tables.levels, inline_tables.reals);
+  } else {
+    const auto pinned = at::TensorOptions().pinned_memory(true);
+    at::Tensor level_table = at::empty({num_levels * kLevelFields}, pinned.dtype(at::kLong));
+    at::Tensor reals = at::empty({num_reals}, pinned.dtype(at::kDouble));
+    fill_tables(levels, cell_shapes, level_table.mutable_data_ptr<int64_t>(),
+                reals.mutable_data_ptr<double>());
+    level_table_device = level_table.to(out.device(), /*non_blocking=*/true);
+    reals_device = reals.to(out.device(), /*non_blocking=*/true);
   }
-  std::copy(cell_shapes.begin(), cell_shapes.end(), real_values + 2 * num_levels);
-  const at::Tensor level_table_device = level_table.to(out.device());
-  const at::Tensor reals_device = reals.to(out.device());
 
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const unsigned int blocks = blocks_for(num_priors, kThreads);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, out.scalar_type(), "prior_boxes_cuda", [&] {
         prior_boxes_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-            level_table_device.const_data_ptr<int64_t>(), num_levels,
-            reals_device.const_data_ptr<double>(), image_size[0], image_size[1], offset, clip,
-            num_priors, out.mutable_data_ptr<scalar_t>());
+            inline_tables,
+            fits_inline ? nullptr : level_table_device.const_data_ptr<int64_t>(),
+            fits_inline ? nullptr : reals_device.const_data_ptr<double>(), num_levels,
+            image_size[0], image_size[1], offset, clip, num_priors,
+            out.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
 }

@@ -152,6 +152,7 @@ def test_voc_matches_the_best_iou_box_like_the_devkit_and_iou_half_counts():
     #   .8 (0,.8,10,10.8)   IoU 92/108 with g1 (taken), 88/112 with g2: the devkit takes the best-IoU
     #                         box, g1, already matched -> FP (COCO would match g2 instead).
     # R = (1/2, 1/2), P = (1, 1/2): area 1/2; 11-point: t = 0..0.5 -> 1, t = 0.6..1 -> 0 -> 6/11.
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     data = HandDataset([[(0, 0, 10, 10, 1, 0), (0, 2, 10, 12, 1, 0)]])
     predictions = [pred(0, [(0, 0, 10, 10, .9, 1), (0, .8, 10, 10.8, .8, 1)])]
     result = evaluate_predictions(predictions, data)
@@ -382,6 +383,7 @@ def test_ssd_detect_image_sizes_scales_each_image():
 
 
 def test_evaluate_end_to_end_table_plot_json(tmp_path):
+    pytest.importorskip("pycocotools")  # COCODetection / COCOeval need it
     model, _ = fixed_head_model(num_classes=6)
     shapes = SyntheticShapes(num_images=6, image_size=(72, 90), seed=2, transform=eval_transform(160))
     dataset = Subset(shapes, [5, 1, 3])
