@@ -148,10 +148,19 @@ def match(
     offsets = [0]
     for count in counts:
         offsets.append(offsets[-1] + count)
-    gt_offsets = torch.tensor(offsets, dtype=torch.int64, device=device)
+    gt_offsets = _offsets_on(device, offsets)
     return torch.ops.ssd_ext.match.default(
         all_boxes, all_labels, gt_offsets, priors.to(dtype), float(iou_threshold), v_center, v_size
     )
+
+
+def _offsets_on(device: torch.device, offsets: list[int]) -> Tensor:
+    """The CSR offsets ``[B + 1]`` as an int64 tensor on ``device``. On CUDA they go through
+    pinned memory with a non-blocking copy, so building them does not wait for the GPU."""
+    host = torch.tensor(offsets, dtype=torch.int64)
+    if torch.device(device).type == "cuda" and not torch.compiler.is_compiling():
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _check_match_args(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, priors: Tensor,
