@@ -93,6 +93,34 @@ def wheel_cuda_includes() -> list[str]:
     return sorted(set(found))
 
 
+def torch_parallel_backend() -> str:
+    """ATen's intra-op backend ("OpenMP" or "native"), read from torch's own ATen/Config.h.
+
+    at::parallel_for is header-inline: it runs on OpenMP threads only in a translation unit
+    compiled with OpenMP when torch itself was; otherwise it runs serially (OpenMP torch) or
+    on torch's native pool (native torch). So our flags must follow torch's build.
+    """
+    from torch.utils.cpp_extension import include_paths
+
+    for folder in include_paths():
+        config = Path(folder) / "ATen" / "Config.h"
+        if config.exists():
+            text = config.read_text()
+            if re.search(r"#define\s+AT_PARALLEL_OPENMP\s+1\b", text):
+                return "OpenMP"
+            return "native"
+    return "OpenMP" if "parallel backend: OpenMP" in torch.__config__.parallel_info() else "native"
+
+
+def openmp_link_args() -> list[str]:
+    """Link the OpenMP runtime torch ships (torch/lib/libgomp*.so*) by path, so that the
+    extension needs the very library libtorch_cpu already loaded and never a second runtime;
+    fall back to the compiler's -fopenmp (the system libgomp torch then also uses)."""
+    torch_lib = Path(torch.__file__).resolve().parent / "lib"
+    shipped = sorted(torch_lib.glob("libgomp*.so*")) + sorted(torch_lib.glob("libiomp5*.so"))
+    return [str(shipped[0])] if shipped else ["-fopenmp"]
+
+
 def extension():
     with_cuda = want_cuda()
     sources = sorted(
@@ -103,6 +131,14 @@ def extension():
     # -ffp-contract=off: no FMA contraction on the host either (e.g. aarch64, -march=native),
     # so IoU and box values round as in the reference and the CUDA kernels.
     cxx_flags = ["-O3", "-Wall", "-ffp-contract=off"]
+    link_args: list[str] = []
+    backend = torch_parallel_backend()
+    define_macros.append(("SSD_EXT_PARALLEL_BACKEND", f'"{backend}"'))
+    if backend == "OpenMP" and sys.platform.startswith("linux"):
+        # Host C++ only: .cu files run no at::parallel_for, and nvcc must not see -fopenmp.
+        cxx_flags.append("-fopenmp")
+        link_args = openmp_link_args()
+    print(f"ssd_ext: CPU kernels use ATen's {backend} parallel backend")
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
@@ -122,6 +158,7 @@ def extension():
             sources,
             include_dirs=wheel_cuda_includes(),
             define_macros=define_macros,
+            extra_link_args=link_args,
             extra_compile_args={
                 "cxx": cxx_flags,
                 "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"],
@@ -132,6 +169,7 @@ def extension():
         "ssd_ext._C",
         sources,
         define_macros=define_macros,
+        extra_link_args=link_args,
         extra_compile_args={"cxx": cxx_flags},
     )
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 
 import ssd_ext  # noqa: E402
-from benchmarks.harness import Case, time_callable  # noqa: E402
+from benchmarks.harness import Case, time_interleaved  # noqa: E402
 
 DOCS_START = "<!-- ops-table:start -->"
 DOCS_END = "<!-- ops-table:end -->"
@@ -67,26 +67,28 @@ def machine_description() -> dict[str, object]:
 
 
 def run_cases(cases: list[Case], devices: list[str], quick: bool) -> list[dict[str, object]]:
-    work = [
-        (case, device, impl_name, factory)
-        for case in cases
-        if case.quick or not quick
-        for device in devices
-        if device in case.devices
-        for impl_name, factory in case.impls.items()
-        if device in case.impl_devices.get(impl_name, (device,))
-    ]
+    """Times every implementation of a case interleaved: one call of each in turn, round after
+    round, so that load from other processes on a shared machine hits them all alike."""
+    work = [(case, device) for case in cases if case.quick or not quick
+            for device in devices if device in case.devices]
     rows = []
     min_time = 0.1 if quick else 0.3
-    for case, device, impl_name, factory in tqdm(work, desc="benchmark", unit="timing"):
-        row: dict[str, object] = {"op": case.op, "params": case.params, "device": device,
-                                  "impl": impl_name}
-        try:
-            fn = factory(device)
-            row.update(time_callable(fn, device, min_time_s=min_time))
-        except ImportError as error:  # a peer that is not installed here
-            row["error"] = f"not installed: {error.name}"
-        rows.append(row)
+    for case, device in tqdm(work, desc="benchmark", unit="case"):
+        timed: dict[str, object] = {}
+        case_rows: dict[str, dict[str, object]] = {}
+        for impl_name, factory in case.impls.items():
+            if device not in case.impl_devices.get(impl_name, (device,)):
+                continue
+            row: dict[str, object] = {"op": case.op, "params": case.params, "device": device,
+                                      "impl": impl_name}
+            case_rows[impl_name] = row
+            try:
+                timed[impl_name] = factory(device)
+            except ImportError as error:  # a peer that is not installed here
+                row["error"] = f"not installed: {error.name}"
+        for impl_name, timing in time_interleaved(timed, device, min_time_s=min_time).items():
+            case_rows[impl_name].update(timing)
+        rows.extend(case_rows.values())
         if device == "cuda":
             torch.cuda.empty_cache()
     add_speedups(rows)

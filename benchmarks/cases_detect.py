@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import ssd_reference as ref
 import torch
 
-from benchmarks.harness import Case
+from benchmarks.harness import Case, thread_rows
 from ssd_ext import ops
 from ssd_ext.models import SSD300_VOC
 
@@ -59,7 +59,8 @@ def torchvision_postprocess(device: str, batch: int, num_classes: int):
     return lambda: SSD.postprocess_detections(detector, head_outputs, image_anchors, image_shapes)
 
 
-def _detect_case(batch: int, num_classes: int, quick: bool, with_reference: bool) -> Case:
+def _detect_case(batch: int, num_classes: int, quick: bool, with_reference: bool,
+                 scaling: bool = False) -> Case:
     kwargs = dict(score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,
                   candidates_per_class=CANDIDATES_PER_CLASS, max_detections=MAX_DETECTIONS,
                   variances=VARIANCES)
@@ -78,13 +79,15 @@ def _detect_case(batch: int, num_classes: int, quick: bool, with_reference: bool
     impls = {"ssd_ext": ours, "torchvision SSD postprocess": torchvision_impl}
     if with_reference:
         impls["reference"] = reference
+    threads = thread_rows(ours) if scaling else {}
     name = {21: "VOC", 81: "COCO"}[num_classes]
-    return Case("detect", f"SSD300, B={batch}, {name} ({num_classes} classes)", impls, quick=quick)
+    return Case("detect", f"SSD300, B={batch}, {name} ({num_classes} classes)", {**impls, **threads},
+                quick=quick, impl_devices=dict.fromkeys(threads, ("cpu",)))
 
 
 CASES = [
     _detect_case(1, 21, quick=True, with_reference=True),
-    _detect_case(8, 21, quick=True, with_reference=False),
+    _detect_case(8, 21, quick=True, with_reference=False, scaling=True),
     _detect_case(1, 81, quick=False, with_reference=True),
     _detect_case(8, 81, quick=False, with_reference=False),
     _detect_case(32, 21, quick=False, with_reference=False),

@@ -8,6 +8,7 @@
 
 #include "../box_math.h"
 #include "../ops/box_coding_checks.h"
+#include "thread_trace.h"
 
 namespace ssd_ext {
 namespace {
@@ -34,6 +35,7 @@ void box_coding_cpu_impl(
   // Pass 1: encode's centre offsets (kept in `out`) and size ratios, or decode's clamped
   // log-size offsets.
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     int64_t prior = begin % num_priors;
     for (int64_t n = begin; n < end; ++n, prior = prior + 1 == num_priors ? 0 : prior + 1) {
       const scalar_t* a = in + 4 * n;
@@ -61,6 +63,7 @@ void box_coding_cpu_impl(
 
   // Pass 2: encode's size targets, or decode's whole box.
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     int64_t prior = begin % num_priors;
     for (int64_t n = begin; n < end; ++n, prior = prior + 1 == num_priors ? 0 : prior + 1) {
       if constexpr (direction == Direction::kEncode) {

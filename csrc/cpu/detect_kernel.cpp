@@ -18,6 +18,7 @@
 #include "../box_math.h"
 #include "../ops/detect_checks.h"
 #include "greedy_nms.h"
+#include "thread_trace.h"
 
 namespace ssd_ext {
 namespace {
@@ -82,6 +83,7 @@ at::Tensor detect_decode(const at::Tensor& loc, const at::Tensor& priors, double
   const acc_t vc = static_cast<acc_t>(variance_center);
   const acc_t vs = static_cast<acc_t>(variance_size);
   at::parallel_for(0, batch * num_priors, 2048, [&](int64_t first, int64_t last) {
+    thread_trace::note_task();
     for (int64_t k = first; k < last; ++k) {
       const scalar_t* lk = l + 4 * k;
       const scalar_t* pk = p + 4 * (k % num_priors);
@@ -110,6 +112,7 @@ std::vector<std::vector<Scored<at::opmath_type<scalar_t>>>> detect_nms(
   const acc_t iou_thr = static_cast<acc_t>(iou_threshold);
   std::vector<std::vector<Scored<acc_t>>> kept(batch * object_classes);
   at::parallel_for(0, batch * object_classes, 1, [&](int64_t first, int64_t last) {
+    thread_trace::note_task();
     std::vector<Scored<acc_t>> candidates;
     std::vector<int64_t> kept_slots;
     AliveBoxes<acc_t> alive;
@@ -159,6 +162,7 @@ void detect_gather(const std::vector<std::vector<Scored<at::opmath_type<scalar_t
   int64_t* label_out = out_labels.mutable_data_ptr<int64_t>();
   int64_t* count_out = out_counts.mutable_data_ptr<int64_t>();
   at::parallel_for(0, batch, 1, [&](int64_t first, int64_t last) {
+    thread_trace::note_task();
     std::vector<Detection<acc_t>> found;
     for (int64_t image = first; image < last; ++image) {
       found.clear();

@@ -7,11 +7,21 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
+
+// IEEE results are unchanged by this (see box_iou_kernel.cpp): it lets GCC if-convert IoU's
+// `union > 0 ? inter / union : 0` and vectorise the per-prior IoU loop.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 #include "../box_math.h"
 #include "../ops/matching_checks.h"
+#include "simd_clones.h"
+#include "thread_trace.h"
 
 namespace ssd_ext {
 namespace {
@@ -54,6 +64,7 @@ template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 PriorColumns<acc_t> prior_columns(const scalar_t* prior, int64_t num_priors) {
   PriorColumns<acc_t> columns(num_priors);
   at::parallel_for(0, num_priors, 4096, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     for (int64_t p = begin; p < end; ++p) {
       const acc_t cx = prior[4 * p], cy = prior[4 * p + 1];
       const acc_t w = prior[4 * p + 2], h = prior[4 * p + 3];
@@ -95,6 +106,81 @@ struct BestMatches {
         chunk_best_prior(chunks * total_gt) {}
 };
 
+// Prior columns a task reads, as plain pointers (no aliasing questions for the vectoriser).
+template <typename acc_t>
+struct PriorSpan {
+  const acc_t *x1, *y1, *x2, *y2, *area;
+};
+
+// The hot loop: IoU of one ground truth (x1, y1, x2, y2, area) with `count` priors, kept in
+// `row_iou`, and each prior's best so far updated (a strictly greater IoU wins, so ties keep
+// the lower gt). Branch-free over structure-of-arrays columns, so it vectorises.
+// __restrict: the eight arrays never overlap, and without it GCC gives up on the run-time
+// overlap checks it would need and leaves the loop scalar.
+template <typename acc_t>
+inline void update_best_gt_span(const acc_t* gt, PriorSpan<acc_t> p, int64_t count,
+                                int32_t gt_index, acc_t* __restrict row_iou,
+                                acc_t* __restrict best_iou, int32_t* __restrict best_gt) {
+  const acc_t gx1 = gt[0], gy1 = gt[1], gx2 = gt[2], gy2 = gt[3], garea = gt[4];
+  const acc_t* __restrict x1 = p.x1;
+  const acc_t* __restrict y1 = p.y1;
+  const acc_t* __restrict x2 = p.x2;
+  const acc_t* __restrict y2 = p.y2;
+  const acc_t* __restrict area = p.area;
+  for (int64_t j = 0; j < count; ++j) {
+    const acc_t value = box_math::iou_with_areas(
+        gx1, gy1, gx2, gy2, garea, x1[j], y1[j], x2[j], y2[j], area[j]);
+    row_iou[j] = value;
+    const bool better = value > best_iou[j];
+    best_iou[j] = better ? value : best_iou[j];
+    best_gt[j] = better ? gt_index : best_gt[j];
+  }
+}
+
+SSD_EXT_SIMD_CLONES void update_best_gt_float(const float* gt, PriorSpan<float> p, int64_t count,
+                                              int32_t gt_index, float* row_iou, float* best_iou,
+                                              int32_t* best_gt) {
+  update_best_gt_span(gt, p, count, gt_index, row_iou, best_iou, best_gt);
+}
+
+SSD_EXT_SIMD_CLONES void update_best_gt_double(const double* gt, PriorSpan<double> p,
+                                               int64_t count, int32_t gt_index, double* row_iou,
+                                               double* best_iou, int32_t* best_gt) {
+  update_best_gt_span(gt, p, count, gt_index, row_iou, best_iou, best_gt);
+}
+
+inline void update_best_gt(const float* gt, PriorSpan<float> p, int64_t count, int32_t gt_index,
+                           float* row_iou, float* best_iou, int32_t* best_gt) {
+  update_best_gt_float(gt, p, count, gt_index, row_iou, best_iou, best_gt);
+}
+
+inline void update_best_gt(const double* gt, PriorSpan<double> p, int64_t count,
+                           int32_t gt_index, double* row_iou, double* best_iou,
+                           int32_t* best_gt) {
+  update_best_gt_double(gt, p, count, gt_index, row_iou, best_iou, best_gt);
+}
+
+// Index of the first maximum of `count` > 0 IoU values. IoU values are never NaN or -0.0
+// (box_math::iou_with_areas), so their bit patterns order like the values: the maximum is
+// a vectorisable integer max reduction, then a short scan finds its first occurrence.
+template <typename acc_t>
+int64_t first_max_index(const acc_t* values, int64_t count) {
+  using bits_t = std::conditional_t<sizeof(acc_t) == 4, uint32_t, uint64_t>;
+  bits_t top = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    bits_t bits;
+    std::memcpy(&bits, &values[j], sizeof(bits));
+    top = std::max(top, bits);
+  }
+  for (int64_t j = 0;; ++j) {
+    bits_t bits;
+    std::memcpy(&bits, &values[j], sizeof(bits));
+    if (bits == top) {
+      return j;
+    }
+  }
+}
+
 // Over (image, chunk of priors): each prior's best ground truth (ties -> lower gt index) and,
 // per ground truth, its best prior within the chunk (ties -> lower prior).
 template <typename acc_t>
@@ -104,6 +190,7 @@ void best_gt_per_prior(const Columns<acc_t>& gt_xyxy, const Columns<acc_t>& prio
   const int64_t chunks = best.chunks;
   const int64_t total_gt = static_cast<int64_t>(gt_xyxy.x1.size());
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     std::vector<acc_t> row(kPriorChunk);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks;
@@ -115,25 +202,21 @@ void best_gt_per_prior(const Columns<acc_t>& gt_xyxy, const Columns<acc_t>& prio
       std::fill(image_best_iou, image_best_iou + count, acc_t(-1));
       std::fill(image_best_gt, image_best_gt + count, -1);
       const int64_t g0 = offsets[b];
+      const acc_t* px1 = prior_xyxy.x1.data() + p0;
+      const acc_t* py1 = prior_xyxy.y1.data() + p0;
+      const acc_t* px2 = prior_xyxy.x2.data() + p0;
+      const acc_t* py2 = prior_xyxy.y2.data() + p0;
+      const acc_t* parea = prior_xyxy.area.data() + p0;
+      acc_t* row_iou = row.data();
       for (int64_t g = g0; g < offsets[b + 1]; ++g) {
-        for (int64_t j = 0; j < count; ++j) {
-          row[j] = gt_xyxy.iou(g, prior_xyxy, p0 + j);
-        }
+        const acc_t gx1 = gt_xyxy.x1[g], gy1 = gt_xyxy.y1[g];
+        const acc_t gx2 = gt_xyxy.x2[g], gy2 = gt_xyxy.y2[g], garea = gt_xyxy.area[g];
         const int32_t local_g = static_cast<int32_t>(g - g0);
-        for (int64_t j = 0; j < count; ++j) {
-          const bool better = row[j] > image_best_iou[j];
-          image_best_iou[j] = better ? row[j] : image_best_iou[j];
-          image_best_gt[j] = better ? local_g : image_best_gt[j];
-        }
-        acc_t top = acc_t(-1);
-        int64_t top_j = 0;
-        for (int64_t j = 0; j < count; ++j) {
-          if (row[j] > top) {
-            top = row[j];
-            top_j = j;
-          }
-        }
-        best.chunk_best_iou[chunk * total_gt + g] = top;
+        const acc_t gt_box[5] = {gx1, gy1, gx2, gy2, garea};
+        const PriorSpan<acc_t> span{px1, py1, px2, py2, parea};
+        update_best_gt(gt_box, span, count, local_g, row_iou, image_best_iou, image_best_gt);
+        const int64_t top_j = first_max_index(row_iou, count);
+        best.chunk_best_iou[chunk * total_gt + g] = row_iou[top_j];
         best.chunk_best_prior[chunk * total_gt + g] = static_cast<int32_t>(p0 + top_j);
       }
       if (offsets[b + 1] == g0) {
@@ -156,6 +239,7 @@ std::vector<uint8_t> force_matches(const Columns<acc_t>& gt_xyxy, const Columns<
   const int64_t total_gt = static_cast<int64_t>(gt_xyxy.x1.size());
   std::vector<uint8_t> forced(batch * num_priors, 0);
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     for (int64_t b = begin; b < end; ++b) {
       const int64_t g0 = offsets[b];
       const int64_t count = offsets[b + 1] - g0;
@@ -237,6 +321,7 @@ void encode_matches(const Columns<acc_t>& gt_xyxy, const int64_t* gt_label,
   scalar_t* loc = loc_out.mutable_data_ptr<scalar_t>();
   int64_t* label = labels_out.mutable_data_ptr<int64_t>();
   at::parallel_for(0, batch * num_priors, 4096, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_priors;
       const int64_t p = i - b * num_priors;
@@ -330,6 +415,7 @@ void mining_cpu_impl(
   const int64_t* label = labels.const_data_ptr<int64_t>();
   bool* keep = out.mutable_data_ptr<bool>();
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    thread_trace::note_task();
     std::vector<Candidate<key_t>> candidates;
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* row_loss = loss + b * num_priors;

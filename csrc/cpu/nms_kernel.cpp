@@ -13,6 +13,7 @@
 
 #include "../ops/nms_checks.h"
 #include "greedy_nms.h"
+#include "thread_trace.h"
 
 namespace ssd_ext {
 namespace {
@@ -125,6 +126,7 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "batched_nms_cpu", [&] {
     const scalar_t* box_data = b.const_data_ptr<scalar_t>();
     at::parallel_for(0, segments, 1, [&](int64_t first, int64_t last) {
+      thread_trace::note_task();
       for (int64_t s = first; s < last; ++s) {
         const int64_t begin = segment_starts[s];
         nms_of_ranks(box_data, ranks.data() + begin, segment_starts[s + 1] - begin, order,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../ops/priors_checks.h"
+#include "thread_trace.h"
 
 namespace ssd_ext {
 namespace {
@@ -24,6 +25,7 @@ void prior_boxes_cpu_impl(
     scalar_t* level_out = out + 4 * level.prior_begin;
     const int64_t grain = std::max<int64_t>(1, 4096 / level.shape_count);
     at::parallel_for(0, cells, grain, [&](int64_t begin, int64_t end) {
+      thread_trace::note_task();
       for (int64_t cell = begin; cell < end; ++cell) {
         const int64_t i = cell / level.cols;
         const int64_t j = cell % level.cols;
