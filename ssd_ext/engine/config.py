@@ -200,7 +200,7 @@ def _synthetic_small() -> Config:
     config.data = DataConfig(kind="synthetic", image_size=160, augment="light", expand_max_ratio=1.5,
                              synthetic_source_size=160)
     config.optim = OptimConfig(name="adamw", lr=3e-3, weight_decay=5e-4, clip_grad_norm=10.0)
-    config.schedule = ScheduleConfig(epochs=12, warmup_iters=50, kind="cosine", min_lr_factor=0.02)
+    config.schedule = ScheduleConfig(epochs=9, warmup_iters=50, kind="cosine", min_lr_factor=0.02)
     # One intra-op thread plus one loader process: on a 2-core machine (above all a shared one)
     # two intra-op threads spin-wait on each other and train many times slower.
     config.data.num_workers = 1
