@@ -29,6 +29,14 @@ class UsageError(ValueError):
     """Wrong command line input (printed as one line, exit status 2)."""
 
 
+def _parallel_backend(extension) -> str:  # noqa: ANN001 - the compiled module
+    """The parallel backend the CPU kernels were compiled with, next to torch's, and the
+    threads they may use now (``torch.set_num_threads``)."""
+    info = extension.parallel_info()
+    note = "" if info["backend"] == info["torch_backend"] else f" (torch: {info['torch_backend']})"
+    return f"{info['backend']}{note}, {info['num_threads']} threads"
+
+
 def build_info() -> dict[str, object]:
     """What was compiled and what this process can see."""
     import torch
@@ -53,6 +61,7 @@ def build_info() -> dict[str, object]:
         "python": f"{platform.python_version()} ({sys.executable})",
         "CUDA kernels compiled": _C.cuda_compiled(),
         "CUDA architectures": _C.cuda_archs() or "-",
+        "CPU parallel backend": _parallel_backend(_C),
         "devices": ", ".join(devices),
         "ops": ", ".join(sorted(registered_ops())),
         "models": ", ".join(MODEL_NAMES),

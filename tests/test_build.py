@@ -41,3 +41,12 @@ def test_info_command_runs():
                             text=True, check=True)
     assert "CUDA kernels compiled" in result.stdout
     assert build_info()["ssd_ext"] == ssd_ext.__version__
+
+
+def test_info_states_the_cpu_parallel_backend_torch_uses():
+    # The kernels must be compiled with torch's own parallel backend (issue 10): otherwise
+    # at::parallel_for runs serially whatever torch.set_num_threads says.
+    info = _C.parallel_info()
+    assert info["backend"] == info["torch_backend"]
+    line = build_info()["CPU parallel backend"]
+    assert line.startswith(info["backend"]) and f"{torch.get_num_threads()} threads" in line

@@ -246,6 +246,17 @@ def test_small_model_shapes_order_and_backward():
     _check_head_order(model, features, loc1, conf1)
 
 
+def test_small_fitted_prior_preset_covers_the_synthetic_shapes():
+    # ssd_small_160_fit: sizes 0.2-0.8 of 160 px, one 1.6 ratio pair per level, 4 boxes per cell.
+    config = get_preset("ssd_small_160_fit")
+    assert config.min_sizes == pytest.approx((32, 56, 80, 104, 128))
+    assert config.max_sizes == pytest.approx((56, 80, 104, 128, 152))
+    assert config.boxes_per_location == [4] * 5
+    assert config.num_priors == 4 * (20 * 20 + 10 * 10 + 5 * 5 + 3 * 3 + 1) == 2140
+    loc, conf = ssd_small(num_classes=6, priors="ssd_small_160_fit", width=8)(torch.randn(2, 3, 160, 160))
+    assert loc.shape == (2, 2140, 4) and conf.shape == (2, 2140, 6)
+
+
 def test_non_square_input_with_matching_priors():
     config = PriorConfig(((20, 28), (10, 14), (5, 7), (3, 4), (1, 2)), (160, 224), (16, 48, 80, 112, 144),
                          (48, 80, 112, 144, 176), ((2,), (2, 3), (2, 3), (2, 3), (2,)))

@@ -40,6 +40,7 @@ __all__ = [
     "SSD512_VOC",
     "SSD512_COCO",
     "SSD_SMALL_160",
+    "SSD_SMALL_160_FIT",
     "RFB300_VOC",
     "RFB300_COCO",
     "RFB512_VOC",
@@ -281,6 +282,14 @@ SSD_SMALL_160 = config_from_scales(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,)), s_min=0.1, s_max=0.9,
 )
 
+# The small model fitted to the synthetic shapes (20-60 % of the short side, aspect 0.6-1.6):
+# sizes 0.2-0.8 of the input (32-128 px at 160, second squares up to 152 px) instead of
+# 0.1-0.9, and one ratio pair of 1.6 per level instead of 2 and 3 (2140 priors).
+SSD_SMALL_160_FIT = config_from_scales(
+    feature_map_sizes=(20, 10, 5, 3, 1), image_size=160,
+    aspect_ratios=((1.6,),) * 5, s_min=0.2, s_max=0.8,
+)
+
 # RFB Net (Liu, Huang and Wang, ECCV 2018; the authors' data/config.py VOC_300, VOC_512,
 # COCO_300, COCO_512): the same sizes, steps and clipping as SSD's presets, but six boxes per
 # cell (ratios 2 and 3) on every level but the last two: 11,620 priors at 300 px, 32,756 at 512.
@@ -301,6 +310,7 @@ PRESETS: dict[str, PriorConfig] = {
     "ssd512_voc": SSD512_VOC,
     "ssd512_coco": SSD512_COCO,
     "ssd_small_160": SSD_SMALL_160,
+    "ssd_small_160_fit": SSD_SMALL_160_FIT,
     "rfb300_voc": RFB300_VOC,
     "rfb300_coco": RFB300_COCO,
     "rfb512_voc": RFB512_VOC,
