@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 
 import ssd_ext
-from ssd_ext.data import VOCDetection, make_loader, train_transform
+from benchmarks.harness import cpu_name
+from ssd_ext.data import SHAPE_CLASSES, SyntheticShapes, VOCDetection, make_loader, train_transform, write_voc
 from ssd_ext.data.loader import available_cores, default_num_workers
-from ssd_ext.data.synthetic import SHAPE_CLASSES, SyntheticShapes, write_voc
 from ssd_ext.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose, ToFloatImage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,14 +207,7 @@ def _cpu_seconds_with_children() -> float:
 
 
 def machine_description() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:

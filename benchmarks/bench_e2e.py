@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 
 import ssd_ext  # noqa: E402
+from benchmarks.harness import cpu_name  # noqa: E402
 from ssd_ext import ops  # noqa: E402
 from ssd_ext.data import SyntheticShapes, make_loader, train_transform  # noqa: E402
 from ssd_ext.engine import MultiBoxLoss  # noqa: E402
@@ -207,14 +208,7 @@ def median(values: list[float]) -> float:
 # ----------------------------------------------------------------------------- machine
 
 def machine_description(config: Config) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info: dict[str, object] = {
         "device": config.device,
         "cpu": cpu,

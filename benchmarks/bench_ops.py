@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 
 import ssd_ext  # noqa: E402
-from benchmarks.harness import Case, time_interleaved  # noqa: E402
+from benchmarks.harness import Case, cpu_name, time_interleaved  # noqa: E402
 
 DOCS_START = "<!-- ops-table:start -->"
 DOCS_END = "<!-- ops-table:end -->"
@@ -39,16 +39,6 @@ def load_cases() -> list[Case]:
         module = importlib.import_module(f"benchmarks.{path.stem}")
         cases.extend(module.CASES)
     return cases
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_description() -> dict[str, object]:

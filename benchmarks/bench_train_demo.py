@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import time
@@ -27,15 +26,7 @@ from pathlib import Path
 
 import torch
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from benchmarks.harness import cpu_name
 
 
 def _load() -> str:
@@ -166,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     best_within = max(within, key=lambda r: r["AP"]) if within else None
     final = summary["metrics"]
     lines = [
-        f"machine: {_cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
         f"{torch.get_num_threads()} intra-op threads by default; load average {load_before} before, "
         f"{load_after} after",
         f"config: {' '.join(overrides) or 'the synthetic_small preset as it is'}",
