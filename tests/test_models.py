@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _overfit import overfit_losses
 from ssd_reference.priors import prior_boxes as reference_prior_boxes
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
@@ -365,22 +366,12 @@ def test_small_model_fits_a_synthetic_batch_with_multibox_loss():
     # Integration with the data pipeline and the loss: a few steps on one fixed batch of the
     # synthetic shapes set must cut the MultiBox loss well down (the model can learn it).
     from ssd_ext.data import SyntheticShapes, collate, eval_transform
-    from ssd_ext.engine import MultiBoxLoss
 
     torch.manual_seed(0)
     dataset = SyntheticShapes(num_images=8, seed=5, transform=eval_transform(160))
     images, targets = collate([dataset[i] for i in range(len(dataset))])
     model = ssd_small(num_classes=len(dataset.class_names))
-    criterion = MultiBoxLoss(model.priors, model.num_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loc, conf = model(images)
-        loss = criterion(loc, conf, targets)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, images, targets, steps=12)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.3 * losses[0], losses
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _overfit import overfit_losses
 from ssd_reference.priors import prior_boxes as reference_prior_boxes
 from torch import nn
 
@@ -266,22 +267,12 @@ def test_rfb_small_forward_backward_channels_last_and_bf16():
 def test_rfb_small_trains_on_the_synthetic_set():
     # A few steps on one fixed batch of the synthetic shapes set must cut the MultiBox loss.
     from ssd_ext.data import SyntheticShapes, collate, eval_transform
-    from ssd_ext.engine import MultiBoxLoss
 
     torch.manual_seed(0)
     dataset = SyntheticShapes(num_images=4, seed=5, transform=eval_transform(160))
     images, targets = collate([dataset[i] for i in range(len(dataset))])
     model = build_model("rfb_small", len(dataset.class_names), width=16)
-    criterion = MultiBoxLoss(model.priors, model.num_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(8):
-        loc, conf = model(images)
-        loss = criterion(loc, conf, targets)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, images, targets, steps=8)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.4 * losses[0], losses
 
