@@ -13,18 +13,11 @@ import torch
 from ssd_reference.testing import random_boxes, random_priors
 
 from ssd_ext import _C, ops
+from ssd_ext.models import SSD512_VOC
 from ssd_ext.ops import priors as priors_module
 
 THREAD_COUNTS = (1, 2, 3)
 
-SSD512 = dict(
-    feature_map_sizes=[64, 32, 16, 8, 4, 2, 1],
-    image_size=512,
-    min_sizes=[35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8],
-    max_sizes=[76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6],
-    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
-    steps=[8, 16, 32, 64, 128, 256, 512],
-)
 
 
 @contextmanager
@@ -113,7 +106,7 @@ def _decode() -> Callable[[], object]:
 def _prior_boxes() -> Callable[[], object]:
     def run() -> torch.Tensor:
         priors_module._CACHE.clear()  # the wrapper caches its results: run the kernel each time
-        return ops.prior_boxes(**SSD512)
+        return SSD512_VOC.build()
 
     return run
 
