@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import random_boxes
+from helpers import random_boxes
 
 from ssd_ext.engine import MultiBoxLoss
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _overfit import overfit_losses
+from helpers import check_head_order, overfit_losses
 from ssd_reference.priors import prior_boxes as reference_prior_boxes
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
@@ -142,34 +142,6 @@ def test_prior_config_validation_and_lookup():
 # ---------------------------------------------------------------------------- head order vs priors
 
 
-def _check_head_order(model: SSD, features: list[torch.Tensor], loc: torch.Tensor,
-                      conf: torch.Tensor) -> None:
-    """Every (level, row, column, anchor) of the raw head maps lands on the prior with that position."""
-    priors = model.priors.double()
-    config = model.prior_config
-    image_h, image_w = model.image_size
-    offset = 0
-    with torch.no_grad():
-        for level, feature in enumerate(features):
-            raw_loc = model.loc[level](feature)
-            raw_conf = model.conf[level](feature)
-            anchors = config.boxes_per_location[level]
-            height, width = feature.shape[-2:]
-            step_y, step_x = image_h / height, image_w / width
-            if config.steps is not None:
-                step_y = step_x = config.steps[level]
-            for i, j, a in [(0, 0, 0), (height - 1, width - 1, anchors - 1), (height // 2, width - 1, 1)]:
-                index = offset + (i * width + j) * anchors + a
-                torch.testing.assert_close(loc[0, index], raw_loc[0, a * 4:(a + 1) * 4, i, j])
-                classes = model.num_classes
-                torch.testing.assert_close(conf[0, index], raw_conf[0, a * classes:(a + 1) * classes, i, j])
-                cx, cy = priors[index, 0].item(), priors[index, 1].item()
-                assert cx == pytest.approx(min(1.0, (j + 0.5) * step_x / image_w))
-                assert cy == pytest.approx(min(1.0, (i + 0.5) * step_y / image_h))
-            offset += height * width * anchors
-    assert offset == loc.shape[1] == conf.shape[1] == priors.shape[0]
-
-
 @pytest.fixture(scope="module")
 def ssd300_run():
     torch.manual_seed(0)
@@ -187,7 +159,7 @@ def test_ssd300_shapes_feature_maps_and_head_order(ssd300_run):
     assert model.priors.shape == (8732, 4)
     assert [tuple(f.shape[-2:]) for f in features] == SSD300_VOC.feature_map_hw
     assert [f.shape[1] for f in features] == [512, 1024, 512, 256, 256, 256]
-    _check_head_order(model, features, loc, conf)
+    check_head_order(model, features, loc, conf)
 
 
 def test_ssd300_channels_last_matches(ssd300_run):
@@ -244,7 +216,7 @@ def test_small_model_shapes_order_and_backward():
         features = model.backbone(images[:1])
         loc1, conf1 = model.head_outputs(features)
     assert [tuple(f.shape[-2:]) for f in features] == SSD_SMALL_160.feature_map_hw
-    _check_head_order(model, features, loc1, conf1)
+    check_head_order(model, features, loc1, conf1)
 
 
 def test_small_fitted_prior_preset_covers_the_synthetic_shapes():
@@ -266,7 +238,7 @@ def test_non_square_input_with_matching_priors():
         features = model.backbone(torch.randn(1, 3, 160, 224))
         loc, conf = model.head_outputs(features)
     assert loc.shape[1] == config.num_priors
-    _check_head_order(model, features, loc, conf)
+    check_head_order(model, features, loc, conf)
 
 
 def test_small_model_channels_last_and_bf16_autocast():

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from _overfit import overfit_losses
+from helpers import check_head_order, overfit_losses
 from ssd_reference.priors import prior_boxes as reference_prior_boxes
 from torch import nn
 
@@ -145,30 +145,6 @@ def test_published_layout_of_rfb300_and_rfb512():
 # ---------------------------------------------------------------------------- shapes and order
 
 
-def _check_head_order(model: SSD, features: list[torch.Tensor], loc: torch.Tensor,
-                      conf: torch.Tensor) -> None:
-    """Every checked (level, row, column, anchor) of the raw head maps lands on the prior there."""
-    priors = model.priors.double()
-    config = model.prior_config
-    image_h, image_w = model.image_size
-    offset = 0
-    with torch.no_grad():
-        for level, feature in enumerate(features):
-            raw_loc, raw_conf = model.loc[level](feature), model.conf[level](feature)
-            anchors = config.boxes_per_location[level]
-            height, width = feature.shape[-2:]
-            step = config.steps[level] if config.steps is not None else image_h / height
-            for i, j, a in [(0, 0, 0), (height - 1, width - 1, anchors - 1), (height // 2, width - 1, 1)]:
-                index = offset + (i * width + j) * anchors + a
-                torch.testing.assert_close(loc[0, index], raw_loc[0, a * 4:(a + 1) * 4, i, j])
-                classes = model.num_classes
-                torch.testing.assert_close(conf[0, index], raw_conf[0, a * classes:(a + 1) * classes, i, j])
-                assert priors[index, 0].item() == pytest.approx(min(1.0, (j + 0.5) * step / image_w))
-                assert priors[index, 1].item() == pytest.approx(min(1.0, (i + 0.5) * step / image_h))
-            offset += height * width * anchors
-    assert offset == loc.shape[1] == conf.shape[1] == priors.shape[0]
-
-
 def test_rfb300_shapes_taps_and_prior_order():
     # The one real-size forward of this file: batch 1, no grad.
     torch.manual_seed(0)
@@ -201,7 +177,7 @@ def test_rfb300_shapes_taps_and_prior_order():
     assert features[0] is seen["rfb_s"][1]
     # ... but from the fc7 RFB's output, which is also the second feature map.
     assert seen["extras0"][0] is seen["fc7_part"][1] is features[1]
-    _check_head_order(model, features, loc, conf)
+    check_head_order(model, features, loc, conf)
 
 
 def test_rfb512_shapes_on_meta_device():
@@ -252,7 +228,7 @@ def test_rfb_small_forward_backward_channels_last_and_bf16():
     with torch.no_grad():
         loc, conf = model(images[:2])
         features = model.backbone(images[:1])
-        _check_head_order(model, features, *model.head_outputs(features))
+        check_head_order(model, features, *model.head_outputs(features))
         model.to(memory_format=torch.channels_last)
         loc_cl, conf_cl = model(images[:2].to(memory_format=torch.channels_last))
         torch.testing.assert_close(loc_cl, loc, rtol=1e-4, atol=1e-4)

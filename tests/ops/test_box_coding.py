@@ -8,7 +8,7 @@ import math
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES, assert_close_to_reference, random_boxes, random_priors
+from helpers import DEVICES, assert_close_to_reference, random_boxes, random_priors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

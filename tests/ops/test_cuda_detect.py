@@ -1,7 +1,7 @@
 """detect: the candidate cut and the GPU-only edges of issue 13 (radix selection per class).
 
 The candidate cut inside a tie and max_detections above the candidates run on every device in
-conftest.DEVICES; the SSD-size sweeps compare CUDA with the reference and are marked `cuda`.
+helpers.DEVICES; the SSD-size sweeps compare CUDA with the reference and are marked `cuda`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import CUDA_AVAILABLE, DEVICES
+from helpers import CUDA_AVAILABLE, DEVICES
 from test_detect import PRIORS, assert_same_detections, head_outputs
 from test_matching import ssd_priors
 

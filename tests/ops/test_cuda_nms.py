@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import CUDA_AVAILABLE, random_boxes
+from helpers import CUDA_AVAILABLE, random_boxes
 
 from ssd_ext import ops
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES, assert_close_to_reference
+from helpers import DEVICES, assert_close_to_reference
 from ssd_reference.box_coding import cxcywh_to_xyxy
 
 from ssd_ext import ops

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES
+from helpers import DEVICES
 
 from ssd_ext import ops
 

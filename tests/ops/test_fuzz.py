@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis) of every op: the public wrappers and the raw
-``torch.ops.ssd_ext.*`` entry points, on every device of ``conftest.DEVICES``.
+``torch.ops.ssd_ext.*`` entry points, on every device of ``helpers.DEVICES``.
 
 Each example either returns what ``ssd_reference`` returns for the same input, or raises a
 ValueError/TypeError: never another exception, a crash, a hang or uninitialised output (a
@@ -21,7 +21,7 @@ import os
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES
+from helpers import DEVICES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ssd_reference.testing import random_boxes, random_priors

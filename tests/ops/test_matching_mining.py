@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES
+from helpers import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES, random_boxes
+from helpers import DEVICES, random_boxes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import DEVICES, assert_close_to_reference
+from helpers import DEVICES, assert_close_to_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import ssd_reference as ref
 import torch
-from conftest import assert_close_to_reference
+from helpers import assert_close_to_reference
 from ssd_reference.testing import random_boxes, random_priors
 
 from ssd_ext import ops
