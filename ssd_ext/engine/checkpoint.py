@@ -1,15 +1,18 @@
-"""Checkpoints: atomic writes, safe loading, random states, and models rebuilt from a file.
+"""Checkpoints: the schema (written and read only here), atomic writes, safe loading, random
+states, models rebuilt from a file, and the files of a run's ``checkpoints/`` folder.
 
 Format (a dict saved with ``torch.save``; only tensors, numbers, strings, lists, dicts and
 ``None``, so ``torch.load(weights_only=True)`` reads it without running any code)::
 
     {"format": "ssd_ext.checkpoint", "format_version": 1, "ssd_ext_version": str,
-     "model": {"name": str, "num_classes": int, "kwargs": dict},  # build_model(name, num_classes, **kwargs)
+     "model": {"name": str, "num_classes": int, "kwargs": dict, "design": dict},
+         # build_model(name, num_classes, priors=prior_preset, **design, **kwargs)
      "class_names": list[str],            # [0] is "__background__"
      "prior_preset": str | None,
      "input": {"size": [h, w], "mean": [r, g, b], "std": [r, g, b]},  # mean/std on the [0, 1] scale
      "model_state", "ema_state" | None, "optimizer_state", "scheduler_state", "scaler_state",
-     "iteration": int, "epoch": int, "rng": {...}, "config": dict, "metrics": dict}
+     "iteration": int, "epoch": int, "loop": {"nonfinite_total", "nonfinite_streak", "best_ap"},
+     "rng": {...}, "config": dict, "metrics": {"val": dict, "test": dict}}
 
 Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed over
 the target (and the folder fsync'ed), so a process killed at any moment leaves either the old
@@ -32,9 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
+from .config import Config, config_from_dict, config_to_dict
+from .loop import LoopState, TrainingParts
+from .wrappers import unwrap_model
+
 __all__ = [
-    "CHECKPOINT_FORMAT", "CheckpointError", "atomic_save", "capture_rng", "latest_checkpoint",
-    "list_checkpoints", "load_checkpoint", "model_from_checkpoint", "prune_checkpoints", "restore_rng",
+    "CHECKPOINT_FORMAT", "CheckpointError", "atomic_save", "capture_rng", "config_of_checkpoint",
+    "latest_checkpoint", "list_checkpoints", "load_checkpoint", "model_from_checkpoint", "prune_checkpoints",
+    "resolve_resume", "restore_rng", "restore_training", "training_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "ssd_ext.checkpoint"
@@ -122,7 +131,7 @@ def model_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike, use_
     spec = ckpt["model"]
     try:
         model = build_model(spec["name"], int(spec["num_classes"]), priors=ckpt.get("prior_preset"),
-                            **dict(spec.get("kwargs") or {}))
+                            **dict(spec.get("design") or {}), **dict(spec.get("kwargs") or {}))
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"cannot build the checkpoint's model {spec.get('name')!r}: {error}") from None
     state = ckpt.get("ema_state") if use_ema and ckpt.get("ema_state") is not None else ckpt["model_state"]
@@ -230,3 +239,75 @@ def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> None:
     for old in [*(found[:-keep_last] if keep_last > 0 else found), *stale]:
         with contextlib.suppress(OSError):
             old.unlink()
+
+
+def resolve_resume(resume: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """The checkpoint file ``--resume`` names: a file, a run folder (its newest checkpoint), or
+    "auto"/"" for ``output_dir``'s newest."""
+    target = Path(output_dir) if str(resume) in ("auto", "") else Path(resume)
+    if target.is_dir():
+        folder = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+        found = latest_checkpoint(folder)
+        if found is None:
+            raise CheckpointError(f"no checkpoint to resume from in {str(folder)!r}")
+        return found
+    if not target.exists():
+        raise CheckpointError(f"--resume: {str(target)!r} does not exist")
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# the training checkpoint: schema
+
+
+def training_checkpoint(config: Config, parts: TrainingParts, class_names: tuple[str, ...], state: LoopState,
+                        metrics: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run needs to go on, and a model needs to be used alone (the module docstring
+    lists the keys). ``metrics``: the last ``{"val": ..., "test": ...}`` evaluations."""
+    net = unwrap_model(parts.model)
+    ema = parts.ema
+    return {
+        "format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, "ssd_ext_version": __version__,
+        "model": {"name": config.model.name, "num_classes": len(class_names),
+                  "kwargs": dict(config.model.kwargs), "design": config.model.design()},
+        "class_names": list(class_names),
+        "prior_preset": config.model.priors,
+        "input": {"size": list(getattr(net, "image_size", (config.data.image_size,) * 2)),
+                  "mean": list(config.data.mean), "std": list(config.data.std)},
+        "model_state": net.state_dict(),
+        "ema_state": unwrap_model(ema).state_dict() if ema is not None else None,
+        "ema_averaging_state": ema.state_dict() if ema is not None else None,
+        "optimizer_state": parts.optimizer.state_dict(),
+        "scheduler_state": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "scaler_state": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "iteration": state.iteration, "epoch": state.epoch,
+        "loop": {"nonfinite_total": state.nonfinite_total, "nonfinite_streak": state.nonfinite_streak,
+                 "best_ap": state.best_ap},
+        "rng": capture_rng(),
+        "config": config_to_dict(config),
+        "metrics": metrics,
+    }
+
+
+def restore_training(ckpt: dict[str, Any], parts: TrainingParts, what: str) -> LoopState:
+    """Load a :func:`training_checkpoint` into ``parts`` (weights, optimiser, scheduler, scaler,
+    EMA) and the global random states; returns the loop's counters. CheckpointError when the
+    file does not fit ``what`` (a model description)."""
+    load_model_state(unwrap_model(parts.model), ckpt["model_state"], what)
+    try:
+        parts.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if parts.scheduler is not None:
+            parts.scheduler.load_state_dict(ckpt["scheduler_state"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"the checkpoint's optimizer does not fit this config ({error})") from None
+    if parts.scaler is not None and ckpt.get("scaler_state"):
+        parts.scaler.load_state_dict(ckpt["scaler_state"])
+    if parts.ema is not None and ckpt.get("ema_averaging_state") is not None:
+        parts.ema.load_state_dict(ckpt["ema_averaging_state"])
+    restore_rng(ckpt["rng"])
+    return LoopState(iteration=int(ckpt["iteration"]), epoch=int(ckpt["epoch"]), **ckpt.get("loop", {}))
+
+
+def config_of_checkpoint(path: str | os.PathLike) -> Config:
+    """The :class:`~ssd_ext.engine.config.Config` a checkpoint was trained with."""
+    return config_from_dict(load_checkpoint(path)["config"])

@@ -1,86 +1,62 @@
-"""Pictures in, detections out: :class:`Detector` and :func:`detect_to_files` (``ssd detect``).
+"""Pictures in, detections out: :class:`Detector`, :func:`detect_to_files` (``ssd detect``) and
+the detection pictures of a run (:func:`draw_dataset_detections`).
 
-A :class:`Detector` wraps a trained SSD with its input size, normalisation and class names.
-It takes pictures of any size as PIL images, numpy arrays (``[H, W, 3]`` uint8 RGB), tensors
-(``[3, H, W]`` uint8, or float in [0, 1]; ``[B, 3, H, W]`` for several) or file paths, prepares
-each exactly as :func:`ssd_ext.data.eval_transform` does (bilinear resize to the input size,
-``(x / 255 - mean) / std``), runs the model and :func:`ssd_ext.ops.detect`, and returns boxes in
-each picture's own pixels (continuous xyxy: a picture spans ``[0, W] x [0, H]``).
+A :class:`Detector` wraps a trained SSD with its input size, normalisation and class names. It
+takes pictures of any size (anything :func:`ssd_ext.data.images.to_rgb_array` reads: PIL
+images, uint8 arrays ``[H, W, 3]``, tensors ``[3, H, W]`` uint8 or float in [0, 1], or paths),
+prepares each exactly as :func:`ssd_ext.data.eval_transform` does (bilinear resize to the input
+size, ``(x / 255 - mean) / std``), runs the model and :func:`ssd_ext.ops.detect`, and returns
+boxes in each picture's own pixels (continuous xyxy: a picture spans ``[0, W] x [0, H]``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor, nn
 
+from ..data.images import expand_image_paths, read_image, to_rgb_array
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..data.visualize import draw_boxes
 
-__all__ = ["IMAGE_EXTENSIONS", "Detector", "detect_to_files", "draw_detections", "expand_image_paths",
-           "read_image"]
+__all__ = ["Detector", "DetectorSettings", "detect_to_files", "draw_dataset_detections", "draw_detections"]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
-_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """The RGB picture at ``path``, turned upright by its EXIF orientation (as viewers show it).
-    Raises ``ValueError`` naming the file when it is missing or not a readable image."""
-    try:
-        with Image.open(os.fspath(path)) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
-    except _READ_ERRORS as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise ValueError(f"cannot read image {os.fspath(path)!r}: {reason}") from None
+@dataclass
+class DetectorSettings:
+    """How a :class:`Detector` runs (each is also a keyword argument of the Detector)."""
 
+    score_threshold: float = 0.3
+    """The lowest score returned (0.3 suits looking at pictures; evaluation uses 0.01)."""
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    batch_size: int = 8
+    """Pictures per forward pass."""
+    autocast_dtype: torch.dtype | None = None
+    """Run the network under ``torch.autocast`` with this dtype."""
+    memory_format: MemoryFormat = "auto"
+    """auto: on the CPU the model's ``cpu_inference_memory_format`` (measured per model), on
+    CUDA channels_last; or force one."""
+    compile: bool = False
+    """Run the network through ``torch.compile`` (the first batch of each size compiles)."""
 
-def _as_rgb_array(image: Any, name: str) -> np.ndarray:
-    """One picture as a float32 ``[H, W, 3]`` array of RGB values in [0, 255]."""
-    if isinstance(image, (str, os.PathLike)):
-        image = read_image(image)
-    if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"), dtype=np.float32)
-    elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise TypeError(f"{name}: numpy images must be uint8 [H, W, 3] RGB, got dtype {image.dtype} "
-                            "(for floats in [0, 1] pass a tensor [3, H, W])")
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{name}: numpy images must be [H, W, 3] RGB, got shape {image.shape}")
-        array = image.astype(np.float32)
-    elif isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"{name}: image tensors must be [3, H, W] (RGB), got shape {tuple(image.shape)}")
-        tensor = image.detach().cpu()
-        if tensor.dtype == torch.uint8:
-            tensor = tensor.float()
-        elif tensor.is_floating_point():
-            tensor = tensor.float()
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"{name}: image tensor has non-finite values")
-            low, high = (float(tensor.min()), float(tensor.max())) if tensor.numel() else (0.0, 0.0)
-            if low < -1e-3 or high > 1 + 1e-3:
-                raise ValueError(f"{name}: float image tensors must hold values in [0, 1], got "
-                                 f"[{low:.3g}, {high:.3g}] (pass uint8 for 0..255)")
-            tensor = tensor.clamp(0, 1) * 255.0
-        else:
-            raise TypeError(f"{name}: image tensors must be uint8 or floating point, got {tensor.dtype}")
-        array = tensor.permute(1, 2, 0).numpy()
-    else:
-        raise TypeError(f"{name}: expected a PIL image, numpy array, tensor or path, "
-                        f"got {type(image).__name__}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"{name}: image is empty ({array.shape[0]}x{array.shape[1]} pixels)")
-    return np.ascontiguousarray(array)
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.memory_format not in ("auto", "channels_last", "contiguous"):
+            raise ValueError("memory_format must be auto, channels_last or contiguous, got "
+                             f"{self.memory_format!r}")
 
 
 def _size_pair(size: Any) -> tuple[int, int]:
@@ -107,21 +83,42 @@ def _triple(values: Any, name: str, positive: bool = False) -> tuple[float, floa
     return triple  # type: ignore[return-value]
 
 
+def _check_model(model: nn.Module, class_names: Sequence[str], image_size: tuple[int, int]) -> None:
+    if not callable(getattr(model, "detect", None)):
+        raise TypeError(f"model must have a detect() method (an SSD), got {type(model).__name__}")
+    if isinstance(class_names, str) or len(class_names) < 2:
+        raise ValueError(f"class_names must list the background then at least one class, got {class_names!r}")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and int(num_classes) != len(class_names):
+        raise ValueError(f"the model predicts {num_classes} classes (with the background) but class_names "
+                         f"has {len(class_names)}")
+    model_size = getattr(model, "image_size", None)
+    if model_size is not None and _size_pair(model_size) != image_size:
+        raise ValueError(f"image_size {image_size} differs from the model's input {_size_pair(model_size)}")
+
+
+def _memory_format(model: nn.Module, device: torch.device, choice: MemoryFormat) -> torch.memory_format:
+    if choice == "channels_last":
+        return torch.channels_last
+    if choice == "contiguous":
+        return torch.contiguous_format
+    if device.type == "cuda":
+        return torch.channels_last
+    return getattr(model, "cpu_inference_memory_format", torch.contiguous_format)
+
+
 class Detector:
     """A trained SSD ready for pictures of any size.
 
     Args:
-        model: an SSD (anything with SSD's ``detect(images, ..., image_sizes=...)``); moved to
-            ``device`` and used in eval mode.
+        model: an SSD (anything with SSD's ``detect(images, ..., image_sizes=...)``; with
+            ``compile=True`` also its ``postprocess``); moved to ``device``, put in eval mode
+            and in the chosen memory format.
         class_names: names by label, ``[0]`` the background (as in a checkpoint's "class_names").
         image_size: the model's input, an int or ``(height, width)``.
         mean, std: the normalisation of the training data, RGB on the [0, 1] scale.
         device: where to run; the model's device by default.
-        score_threshold: the lowest score returned (0.3 suits looking at pictures; evaluation
-            uses 0.01).
-        iou_threshold, max_detections: as :func:`ssd_ext.ops.detect`.
-        batch_size: pictures per forward pass.
-        autocast_dtype: run the model under ``torch.autocast`` with this dtype.
+        settings: a :class:`DetectorSettings`; ``overrides`` (its field names) change single fields.
 
     ``detector(images)`` takes one picture or a list of them and returns one dict per picture:
     ``"boxes"`` float32 ``[K, 4]`` xyxy in that picture's pixels, ``"scores"`` float32 ``[K]``
@@ -131,59 +128,49 @@ class Detector:
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], image_size: int | Sequence[int],
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 device: torch.device | str | None = None, score_threshold: float = 0.3,
-                 iou_threshold: float = 0.45, max_detections: int = 100, batch_size: int = 8,
-                 autocast_dtype: torch.dtype | None = None) -> None:
-        if not callable(getattr(model, "detect", None)):
-            raise TypeError(f"model must have a detect() method (an SSD), got {type(model).__name__}")
-        if isinstance(class_names, str) or len(class_names) < 2:
-            raise ValueError("class_names must list the background then at least one class, got "
-                             f"{class_names!r}")
-        num_classes = getattr(model, "num_classes", None)
-        if num_classes is not None and int(num_classes) != len(class_names):
-            raise ValueError(f"the model predicts {num_classes} classes (with the background) but "
-                             f"class_names has {len(class_names)}")
+                 device: torch.device | str | None = None, settings: DetectorSettings | None = None,
+                 **overrides: Any) -> None:
         self.image_size = _size_pair(image_size)
-        model_size = getattr(model, "image_size", None)
-        if model_size is not None and _size_pair(model_size) != self.image_size:
-            raise ValueError(f"image_size {self.image_size} differs from the model's input "
-                             f"{_size_pair(model_size)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_model(model, class_names, self.image_size)
+        self.settings = dataclasses.replace(settings or DetectorSettings(), **overrides)
         self.mean = _triple(mean, "mean")
         self.std = _triple(std, "std", positive=True)
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.memory_format = _memory_format(model, self.device, self.settings.memory_format)
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        self._network = torch.compile(self.model) if self.settings.compile else None
         self.class_names = [str(name) for name in class_names]
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
-        self.batch_size = int(batch_size)
-        self.autocast_dtype = autocast_dtype
         self._transform = eval_transform(self.image_size, self.mean, self.std)
+
+    # The settings read as attributes, as detect_to_files and the CLI use them.
+    score_threshold = property(lambda self: self.settings.score_threshold)
+    iou_threshold = property(lambda self: self.settings.iou_threshold)
+    max_detections = property(lambda self: self.settings.max_detections)
+    batch_size = property(lambda self: self.settings.batch_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | dict, device: torch.device | str | None = None,
-                        *, use_ema: bool = True, **kwargs: Any) -> Detector:
+                        *, use_ema: bool = True, **overrides: Any) -> Detector:
         """A detector from a checkpoint of :mod:`ssd_ext.engine.checkpoint` (its model, class
-        names, input size and normalisation); ``kwargs`` go to :class:`Detector`."""
+        names, input size and normalisation); ``overrides`` are :class:`DetectorSettings` fields."""
         from .checkpoint import model_from_checkpoint
 
         model, checkpoint = model_from_checkpoint(path, use_ema=use_ema, device=device)
         preprocessing = checkpoint.get("input") or {}
         return cls(model, checkpoint["class_names"], preprocessing["size"],
                    preprocessing.get("mean", IMAGENET_MEAN), preprocessing.get("std", IMAGENET_STD),
-                   device=device, **kwargs)
+                   device=device, **overrides)
 
     def preprocess(self, image: Any, name: str = "image") -> tuple[Tensor, tuple[int, int]]:
         """``(input [3, h, w] float32, (H, W) of the picture)`` for one picture."""
-        array = _as_rgb_array(image, name)
-        size = (int(array.shape[0]), int(array.shape[1]))
+        array = to_rgb_array(image, name)
+        if array.shape[0] < 1 or array.shape[1] < 1:
+            raise ValueError(f"{name}: image is empty ({array.shape[0]}x{array.shape[1]} pixels)")
         tensor, _, _ = self._transform(array, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
-        return tensor, size
+        return tensor, (int(array.shape[0]), int(array.shape[1]))
 
     @staticmethod
     def _as_list(images: Any) -> list[Any]:
@@ -193,6 +180,22 @@ class Detector:
             return list(images)
         return [images]
 
+    def _detect_batch(self, batch: Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        s = self.settings
+        autocast = (torch.autocast(self.device.type, dtype=s.autocast_dtype) if s.autocast_dtype is not None
+                    else contextlib.nullcontext())
+        batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
+        if self._network is None:
+            with autocast:
+                return self.model.detect(batch, score_threshold=s.score_threshold,
+                                         iou_threshold=s.iou_threshold, max_detections=s.max_detections,
+                                         image_sizes=sizes)
+        with autocast:
+            loc, conf = self._network(batch)
+        scales = [(float(width), float(height)) for height, width in sizes]
+        return self.model.postprocess(loc, conf, scales, score_threshold=s.score_threshold,
+                                      iou_threshold=s.iou_threshold, max_detections=s.max_detections)
+
     @torch.no_grad()
     def __call__(self, images: Any) -> list[dict[str, Any]]:
         """Detections for one picture or a list (see the class docstring)."""
@@ -201,14 +204,8 @@ class Detector:
         for start in range(0, len(pictures), self.batch_size):
             chunk = pictures[start:start + self.batch_size]
             prepared = [self.preprocess(image, f"images[{start + k}]") for k, image in enumerate(chunk)]
-            batch = torch.stack([tensor for tensor, _ in prepared]).to(self.device)
             sizes = [size for _, size in prepared]
-            autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                        if self.autocast_dtype is not None else contextlib.nullcontext())
-            with autocast:
-                detections = self.model.detect(batch, score_threshold=self.score_threshold,
-                                               iou_threshold=self.iou_threshold,
-                                               max_detections=self.max_detections, image_sizes=sizes)
+            detections = self._detect_batch(torch.stack([tensor for tensor, _ in prepared]), sizes)
             for detection, size in zip(detections, sizes, strict=True):
                 labels = detection["labels"].detach().to("cpu", torch.int64)
                 results.append({
@@ -235,41 +232,6 @@ def draw_detections(image: Image.Image, detection: dict[str, Any], class_names: 
                       class_names=class_names, normalized=False, path=path, width=line)
 
 
-def _expand(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str | dict[str, str]]:
-    """Picture files (str) and failures (``{"path", "error"}``) in input order."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    entries: list[str | dict[str, str]] = []
-    for entry in paths:
-        path = os.fspath(entry)
-        if os.path.isdir(path):
-            try:
-                names = os.listdir(path)
-            except OSError as error:
-                entries.append({"path": path, "error": f"cannot list folder: {error.strerror or error}"})
-                continue
-            found = sorted(os.path.join(path, name) for name in names
-                           if name.lower().endswith(IMAGE_EXTENSIONS)
-                           and os.path.isfile(os.path.join(path, name)))
-            if not found:
-                entries.append({"path": path, "error": "no .jpg/.jpeg/.png/.bmp pictures in this folder"})
-            entries.extend(found)
-        elif os.path.isfile(path):
-            entries.append(path)
-        else:
-            entries.append({"path": path, "error": "no such file or folder"})
-    return entries
-
-
-def expand_image_paths(paths: Iterable[str | os.PathLike] | str | os.PathLike
-                       ) -> tuple[list[str], list[dict[str, str]]]:
-    """``(files, failures)``: each path as given when it is a file, each folder's pictures
-    (``IMAGE_EXTENSIONS``, any case, not recursive) in name order; ``failures`` holds
-    ``{"path", "error"}`` for paths that do not exist and folders without pictures."""
-    entries = _expand(paths)
-    return ([e for e in entries if isinstance(e, str)], [e for e in entries if isinstance(e, dict)])
-
-
 def _output_name(path: str, used: set[str], inputs: set[str], out_dir: str) -> str:
     stem = os.path.splitext(os.path.basename(path))[0] or "image"
     candidate, count = f"{stem}.png", 1
@@ -281,69 +243,93 @@ def _output_name(path: str, used: set[str], inputs: set[str], out_dir: str) -> s
     return candidate
 
 
-def detect_to_files(paths: Iterable[str | os.PathLike] | str | os.PathLike, detector: Detector,
+def _file_result(path: str, output: str, image: Image.Image, detection: dict[str, Any]) -> dict[str, Any]:
+    found = zip(detection["boxes"].tolist(), detection["scores"].tolist(), detection["labels"].tolist(),
+                detection["names"], strict=True)
+    return {"path": path, "output": output, "width": image.width, "height": image.height,
+            "detections": [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+                            "label": int(label), "name": name} for box, score, label, name in found]}
+
+
+def _ordered_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str | dict[str, str]]:
+    """Picture files (str) and failures (``{"path", "error"}``), each where its input stood."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    entries: list[str | dict[str, str]] = []
+    for entry in paths:
+        files, failures = expand_image_paths([entry])
+        entries += [*files, *failures]
+    return entries
+
+
+def detect_to_files(paths: Iterable[str | os.PathLike] | str | os.PathLike, detector: Any,
                     out_dir: str | os.PathLike, *, progress: bool = False,
                     json_name: str = "detections.json") -> list[dict[str, Any]]:
     """Detect objects in pictures and write one PNG per picture (boxes, names and scores drawn)
     and one JSON of every detection to ``out_dir`` (what ``ssd detect`` does).
 
-    Args:
-        paths: picture files and/or folders (see :func:`expand_image_paths`).
-        detector: the :class:`Detector` to run.
-        out_dir: created when missing; output pictures are named after the inputs
-            (``<stem>.png``, ``<stem>_2.png`` on a clash; never an input file).
-
-    Returns:
-        One dict per picture, in input order: ``{"path", "output", "width", "height",
-        "detections": [{"box": [x1, y1, x2, y2] pixels, "score", "label", "name"}]}``, or
-        ``{"path", "error"}`` for a path that is missing, a folder without pictures or a file
-        that cannot be read. The JSON (``out_dir/json_name``) holds ``"images"`` (the
-        successes), ``"failures"``, ``"class_names"`` and ``"score_threshold"``.
+    ``paths``: picture files and/or folders (:func:`ssd_ext.data.images.expand_image_paths`).
+    ``detector``: a :class:`Detector` (or anything with its call, ``batch_size``,
+    ``class_names`` and ``score_threshold``). ``out_dir`` is created when missing; pictures are
+    named after the inputs (``<stem>.png``, ``<stem>_2.png`` on a clash; never an input file).
+    Returns one dict per picture in input order: ``{"path", "output", "width", "height",
+    "detections": [{"box": [x1, y1, x2, y2] pixels, "score", "label", "name"}]}``, or ``{"path",
+    "error"}`` for a missing path, a folder without pictures or an unreadable file. The JSON
+    holds ``"images"`` (the successes), ``"failures"``, ``"class_names"`` and ``"score_threshold"``.
     """
     out_dir = os.fspath(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
         raise ValueError(f"cannot create output folder {out_dir!r}: {error.strerror or error}") from None
-    entries = _expand(paths)
+    entries = _ordered_inputs(paths)
     results: list[dict[str, Any]] = [e if isinstance(e, dict) else {} for e in entries]
     files = [(slot, e) for slot, e in enumerate(entries) if isinstance(e, str)]
-    inputs = {os.path.realpath(path) for _, path in files}
-    used: set[str] = set()
+    inputs, used = {os.path.realpath(path) for _, path in files}, set()
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(files), desc="detect", unit="img", disable=not progress, dynamic_ncols=True)
-    with bar:
+    with tqdm(total=len(files), desc="detect", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(files), detector.batch_size):
-            readable: list[tuple[int, str, Image.Image]] = []
-            for slot, path in files[start:start + detector.batch_size]:
+            chunk = files[start:start + detector.batch_size]
+            readable = []
+            for slot, path in chunk:
                 try:
                     readable.append((slot, path, read_image(path)))
                 except ValueError as error:
                     results[slot] = {"path": path, "error": str(error)}
             detections = detector([image for _, _, image in readable]) if readable else []
             for (slot, path, image), detection in zip(readable, detections, strict=True):
-                name = _output_name(path, used, inputs, out_dir)
-                output = os.path.join(out_dir, name)
+                output = os.path.join(out_dir, _output_name(path, used, inputs, out_dir))
                 draw_detections(image, detection, detector.class_names, path=output)
-                results[slot] = {
-                    "path": path, "output": output, "width": image.width, "height": image.height,
-                    "detections": [
-                        {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
-                         "label": int(label), "name": name_}
-                        for box, score, label, name_ in zip(detection["boxes"].tolist(),
-                                                            detection["scores"].tolist(),
-                                                            detection["labels"].tolist(),
-                                                            detection["names"], strict=True)
-                    ],
-                }
-            bar.update(len(files[start:start + detector.batch_size]))
-    summary = {
-        "class_names": detector.class_names,
-        "score_threshold": detector.score_threshold,
-        "images": [r for r in results if "error" not in r],
-        "failures": [r for r in results if "error" in r],
-    }
+                results[slot] = _file_result(path, output, image, detection)
+            bar.update(len(chunk))
+    summary = {"class_names": list(detector.class_names), "score_threshold": detector.score_threshold,
+               "images": [r for r in results if "error" not in r],
+               "failures": [r for r in results if "error" in r]}
     with open(os.path.join(out_dir, json_name), "w") as handle:
         json.dump(summary, handle, indent=1)
     return results
+
+
+@torch.no_grad()
+def draw_dataset_detections(model: nn.Module, dataset: Any, out_dir: str | os.PathLike,
+                            device: torch.device, count: int, max_detections: int = 100,
+                            score_threshold: float = 0.5) -> list[Path]:
+    """Draw ``model``'s detections on the first ``count`` pictures of ``dataset`` (a dataset of
+    ``ssd_ext.data`` with its evaluation transform) as ``out_dir/0000.png``, ...; boxes are drawn
+    on the pictures as read, at their own size."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    paths = []
+    for index in range(min(count, len(dataset))):
+        image, target = dataset[index]
+        picture = dataset.load_raw(index)[0]
+        found = model.detect(image.unsqueeze(0).to(device), score_threshold=score_threshold,
+                             max_detections=max_detections,
+                             image_sizes=[(picture.height, picture.width)])[0]
+        path = out_dir / f"{index:04d}.png"
+        draw_boxes(picture, found["boxes"].cpu(), found["labels"].cpu(), found["scores"].cpu(),
+                   class_names=dataset.class_names, normalized=False, path=path)
+        paths.append(path)
+    return paths

@@ -197,14 +197,18 @@ def rfb_vgg16_backbone(variant: str = "rfb300") -> VGG16Backbone:
 def rfb300(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """RFB Net300: VGG16 with RFB-s/RFB blocks, 6 levels, [6, 6, 6, 6, 4, 4] boxes, 11,620 priors."""
     backbone = rfb_vgg16_backbone("rfb300")
-    return SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB300_VOC), num_classes)
+    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB300_VOC), num_classes)
+    model.cpu_inference_memory_format = torch.channels_last
+    return model
 
 
 @register_model("rfb512")
 def rfb512(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """RFB Net512: 7 levels, [6, 6, 6, 6, 6, 4, 4] boxes, 32,756 priors."""
     backbone = rfb_vgg16_backbone("rfb512")
-    return SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB512_VOC), num_classes)
+    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB512_VOC), num_classes)
+    model.cpu_inference_memory_format = torch.channels_last
+    return model
 
 
 class RFBSmallBackbone(SmallBackbone):

@@ -66,6 +66,10 @@ class SSD(nn.Module):
             part keeps loading); ``head`` holds the same modules and is not registered twice.
     """
 
+    #: The layout inference on a CPU runs fastest in for this network (``Detector`` uses it):
+    #: measured per model (docs/BENCHMARKS.md); factories of models faster in channels_last set it.
+    cpu_inference_memory_format: torch.memory_format = torch.contiguous_format
+
     def __init__(self, backbone: nn.Module, in_channels: Sequence[int], prior_config: PriorConfig,
                  num_classes: int, variances: tuple[float, float] = (0.1, 0.2),
                  head: SSDHead | None = None) -> None:
@@ -181,41 +185,56 @@ class SSD(nn.Module):
         pixels instead (x in [0, W_i], y in [0, H_i]). Runs in eval mode and restores the
         previous mode.
         """
-        from .. import ops
-
-        scales = None
-        if image_sizes is not None:  # checked before the forward pass, whose cost it would waste
-            sizes = list(image_sizes)
-            if len(sizes) != images.shape[0]:
-                raise ValueError(f"image_sizes must give one (H, W) per image ({images.shape[0]}), "
-                                 f"got {len(sizes)}")
-            scales = []
-            for size in sizes:
-                try:
-                    pair = [float(v) for v in size]
-                except (TypeError, ValueError):
-                    pair = []
-                if len(pair) != 2 or not all(0 < v < float("inf") for v in pair):
-                    raise ValueError(f"image_sizes entries must be positive (H, W) pairs, got {size!r}")
-                scales.append((pair[1], pair[0]))
+        scales = self._output_scales(images, image_sizes)  # checked before the forward pass
         was_training = self.training
         self.eval()
         try:
             loc, conf = self(images)
         finally:
             self.train(was_training)
+        return self.postprocess(loc, conf, scales, score_threshold=score_threshold,
+                                iou_threshold=iou_threshold, candidates_per_class=candidates_per_class,
+                                max_detections=max_detections)
+
+    def _output_scales(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None
+                       ) -> list[tuple[float, float]]:
+        """``(width, height)`` each image's boxes are scaled to: its picture's, or the input's."""
+        if image_sizes is None:
+            height, width = images.shape[-2:]
+            return [(float(width), float(height))] * int(images.shape[0])
+        sizes = list(image_sizes)
+        if len(sizes) != images.shape[0]:
+            raise ValueError(f"image_sizes must give one (H, W) per image ({images.shape[0]}), "
+                             f"got {len(sizes)}")
+        scales = []
+        for size in sizes:
+            try:
+                pair = [float(v) for v in size]
+            except (TypeError, ValueError):
+                pair = []
+            if len(pair) != 2 or not all(0 < v < float("inf") for v in pair):
+                raise ValueError(f"image_sizes entries must be positive (H, W) pairs, got {size!r}")
+            scales.append((pair[1], pair[0]))
+        return scales
+
+    @torch.no_grad()
+    def postprocess(self, loc: Tensor, conf: Tensor, scales: Sequence[tuple[float, float]],
+                    score_threshold: float = 0.01, iou_threshold: float = 0.45,
+                    candidates_per_class: int = 400, max_detections: int = 200) -> list[dict[str, Tensor]]:
+        """:func:`ssd_ext.ops.detect` on raw head outputs, boxes scaled by each image's
+        ``(width, height)`` in ``scales`` (what :meth:`detect` does after its forward pass)."""
+        from .. import ops
+
         results = ops.detect(
             loc.float(), conf.float(), self.priors.float(), score_threshold=score_threshold,
             iou_threshold=iou_threshold, candidates_per_class=candidates_per_class,
             max_detections=max_detections, variances=self.variances,
         )
-        if scales is None:
-            height, width = images.shape[-2:]
-            scales = [(float(width), float(height))] * len(results)
         detections = []
-        for r, (width, height) in zip(results, scales, strict=True):
-            scale = r["boxes"].new_tensor([width, height, width, height])
-            detections.append({"boxes": r["boxes"] * scale, "scores": r["scores"], "labels": r["labels"]})
+        for result, (width, height) in zip(results, scales, strict=True):
+            scale = result["boxes"].new_tensor([width, height, width, height])
+            detections.append({"boxes": result["boxes"] * scale, "scores": result["scores"],
+                               "labels": result["labels"]})
         return detections
 
 
@@ -237,14 +256,18 @@ resolve_priors = _resolve  # the public name, for other families' factories
 def ssd300(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """SSD300 with the paper's VGG16 base (6 levels, [4, 6, 6, 6, 4, 4] boxes; 8732 priors)."""
     backbone = VGG16Backbone("ssd300")
-    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD300_VOC), num_classes)
+    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD300_VOC), num_classes)
+    model.cpu_inference_memory_format = torch.channels_last
+    return model
 
 
 @register_model("ssd512")
 def ssd512(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
     """SSD512 with the paper's VGG16 base (7 levels, [4, 6, 6, 6, 6, 4, 4] boxes; 24564 priors)."""
     backbone = VGG16Backbone("ssd512")
-    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD512_VOC), num_classes)
+    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD512_VOC), num_classes)
+    model.cpu_inference_memory_format = torch.channels_last
+    return model
 
 
 @register_model("ssd_small")

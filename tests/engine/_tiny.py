@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from ssd_ext.engine.config import Config, get_preset
+from ssd_ext.engine.config import Config
+from ssd_ext.engine.presets import get_preset
 
 
 def tiny_config(output_dir: str, **changes) -> Config:
-    """ssd_small of width 8 on 48 synthetic 64-pixel pictures, 2 epochs of 6 iterations."""
+    """ssd_small of width 8 on 48 synthetic 64-pixel pictures, 2 epochs of 6 iterations; 16
+    validation and 16 test pictures. ``section__field=value`` changes a field."""
     config = get_preset("synthetic_small")
     config.output_dir = str(output_dir)
     config.model.kwargs = {"width": 8}
-    config.data.synthetic_train_images = 48
-    config.data.synthetic_val_images = 16
-    config.data.synthetic_source_size = 64
+    synthetic = config.data.synthetic
+    synthetic.train_images, synthetic.val_images, synthetic.test_images = 48, 16, 16
+    synthetic.source_size = 64
     config.train.batch_size = 8
     config.train.progress = False
     config.train.tensorboard = False

@@ -60,7 +60,7 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "tiny.json"), "--config", str(tmp_path / "more.yaml"),
                  "--schedule.warmup_iters", "2"]) == 0
     out = capsys.readouterr().out
-    assert "held-out split: AP" in out and "checkpoint:" in out
+    assert "held-out test split: AP" in out and "checkpoint:" in out
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert resolved["optim"]["lr"] == 0.002 and resolved["schedule"]["warmup_iters"] == 2
     assert resolved["model"]["kwargs"] == {"width": 8}
@@ -86,8 +86,13 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
 
     images = tmp_path / "voc" / "VOC2007" / "JPEGImages"
-    detect_args = ["detect", str(images), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "detect")]
+    detect_args = ["detect", str(images), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "detect"),
+                   "--score-threshold", "0.0"]
     assert main(detect_args) == 0
+    # The line counts what detections.json holds.
+    written = json.loads((tmp_path / "detect" / "detections.json").read_text())
+    in_json = sum(len(image["detections"]) for image in written["images"])
+    assert in_json > 0 and f"4 image(s), {in_json} detection(s) above 0.0" in capsys.readouterr().out
     assert len(list((tmp_path / "detect").glob("*.png"))) == 4
     written = json.loads((tmp_path / "detect" / "detections.json").read_text())
     assert len(written["images"]) == 4 and written["failures"] == []
@@ -116,7 +121,7 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
     torch.save(other, tmp_path / "other.pt")
     cases = [
         (["train", "--preset", "nope"], 2, "unknown preset 'nope'"),
-        (["train", "--data.kind", "voc", "--data.root", str(tmp_path / "missing")], 2, "is not a folder"),
+        (["train", "--data.kind", "voc", "--data.voc.root", str(tmp_path / "missing")], 2, "is not a folder"),
         (["train", "--optim.lr", "fast"], 2, "optim.lr"),
         (["eval", "--checkpoint", str(tmp_path / "missing.pt")], 1, "does not exist"),
         (["eval", "--checkpoint", str(tmp_path / "tiny.json")], 1, "cannot be read"),
@@ -126,7 +131,9 @@ def test_train_eval_detect_from_the_command_line(tmp_path, capsys):
         (["detect", str(bad_image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "d")], 2,
          "cannot read image"),
         (["detect", str(tmp_path / "nothing.png"), "--checkpoint", str(checkpoint), "--out",
-          str(tmp_path / "d")], 2, "neither an image file nor a folder"),
+          str(tmp_path / "d")], 2, "no such file or folder"),
+        (["detect", str(bad_image), str(images), "--checkpoint", str(checkpoint), "--out",
+          str(tmp_path / "d")], 1, "1 of 5 input(s) failed"),
     ]
     for argv, status, message in cases:
         assert main(argv) == status, argv

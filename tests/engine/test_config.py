@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ssd_ext import models
-from ssd_ext.engine.config import (
-    PRESETS,
-    config_from_dict,
-    config_to_dict,
-    get_preset,
-    parse_train_args,
-    validate,
-)
+from ssd_ext.engine.config import config_from_dict, config_to_dict, parse_train_args, validate
+from ssd_ext.engine.presets import PRESETS, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -33,7 +27,7 @@ def test_rfb300_voc_follows_the_authors_recipe():
     config = get_preset("rfb300_voc")
     assert (config.model.name, config.model.priors, config.data.kind, config.data.image_size) == (
         "rfb300", "rfb300_voc", "voc", 300)
-    assert config.data.train_split == ["2007:trainval", "2012:trainval"]
+    assert config.data.voc.train == ["2007:trainval", "2012:trainval"]
     assert (config.optim.name, config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (
         "sgd", 4e-3, 0.9, 5e-4)
     assert (config.train.batch_size, config.train.amp) == (32, "bf16")

@@ -24,7 +24,7 @@ from ssd_ext.data import (
     write_voc,
 )
 from ssd_ext.data.base import DetectionDataset, Record
-from ssd_ext.engine.evaluate import EvalResult, evaluate, evaluate_predictions, predict, voc_ap
+from ssd_ext.engine.evaluation import EvalResult, evaluate, evaluate_predictions, predict, voc_ap
 from ssd_ext.models import ssd_small
 
 # --------------------------------------------------------------------------------- helpers

@@ -11,7 +11,9 @@ import pytest
 import torch
 from _tiny import tiny_config
 
-from ssd_ext.engine.train import LoopState, TrainingError, fit, read_metrics, train_one_epoch
+from ssd_ext.engine.loop import LoopOptions, LoopState, TrainingError, TrainingParts, train_one_epoch
+from ssd_ext.engine.run_log import read_metrics
+from ssd_ext.engine.train import fit
 from ssd_ext.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_run_loss_falls_and_beats_untrained_model(tmp_path):
     config = tiny_config(tmp_path / "run", schedule__epochs=8, optim__lr=4e-3, eval__at_end=True,
                          eval__num_pictures=1)
-    config.data.synthetic_train_images = 96
-    config.data.synthetic_max_objects = 2
+    config.data.synthetic.train_images = 96
+    config.data.synthetic.max_objects = 2
     config.model.kwargs = {"width": 16}
     # The trivial baseline: the same model and held-out set, weights left as initialised.
     untrained = tiny_config(tmp_path / "untrained", schedule__epochs=1, optim__lr=1e-12, eval__at_end=True)
-    untrained.data.synthetic_train_images = 8
-    untrained.data.synthetic_max_objects = 2
+    untrained.data.synthetic.train_images = 8
+    untrained.data.synthetic.max_objects = 2
     untrained.model.kwargs = {"width": 16}
     baseline = fit(untrained)["metrics"]
     summary = fit(config)
@@ -74,10 +76,10 @@ def test_nonfinite_loss_step_is_skipped_and_counted():
     snapshots = []
     state = LoopState()
     criterion = _NaNOnCalls(loss, bad={1})
+    parts = TrainingParts(model, criterion, optimizer)
     with pytest.warns(RuntimeWarning, match="non-finite loss at iteration 1"):
-        train_one_epoch(model, criterion, optimizer, loader, device=torch.device("cpu"), state=state,
-                        progress=False, on_iteration=lambda s: snapshots.append(
-                            [p.detach().clone() for p in model.parameters()]))
+        train_one_epoch(parts, loader, state, LoopOptions(progress=False),
+                        on_iteration=lambda s: snapshots.append([p.clone() for p in model.parameters()]))
     assert state.iteration == 4 and state.nonfinite_total == 1 and state.nonfinite_streak == 0
     # The skipped step left the weights as they were; the others changed them.
     assert all(torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1], strict=True))
@@ -90,8 +92,8 @@ def test_a_run_of_nonfinite_losses_stops_training():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     state = LoopState()
     with pytest.warns(RuntimeWarning), pytest.raises(TrainingError, match="3 non-finite losses in a row"):
-        train_one_epoch(model, _NaNOnCalls(loss, bad={1, 2, 3}), optimizer, loader,
-                        device=torch.device("cpu"), state=state, max_nonfinite=3, progress=False)
+        train_one_epoch(TrainingParts(model, _NaNOnCalls(loss, bad={1, 2, 3}), optimizer), loader, state,
+                        LoopOptions(max_nonfinite=3, progress=False))
     assert state.nonfinite_total == 3
 
 
