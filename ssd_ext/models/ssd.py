@@ -185,6 +185,7 @@ class SSD(nn.Module):
         pixels instead (x in [0, W_i], y in [0, H_i]). Runs in eval mode and restores the
         previous mode.
         """
+        self.check_images(images)
         scales = self._output_scales(images, image_sizes)  # checked before the forward pass
         was_training = self.training
         self.eval()
