@@ -155,9 +155,9 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], what: str
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                         f"{tuple(own[k].shape)} in the model)")
+            key = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {key}: {tuple(state[key].shape)} in the file, "
+                         f"{tuple(own[key].shape)} in the model)")
         raise CheckpointError(f"the checkpoint's weights do not fit {what}: " + "; ".join(parts)
                               + " - is it a checkpoint of another model?")
     model.load_state_dict(state)

@@ -181,20 +181,19 @@ class Detector:
         return [images]
 
     def _detect_batch(self, batch: Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        s = self.settings
-        autocast = (torch.autocast(self.device.type, dtype=s.autocast_dtype) if s.autocast_dtype is not None
-                    else contextlib.nullcontext())
+        settings = self.settings
+        thresholds = {"score_threshold": settings.score_threshold, "iou_threshold": settings.iou_threshold,
+                      "max_detections": settings.max_detections}
+        autocast = (torch.autocast(self.device.type, dtype=settings.autocast_dtype)
+                    if settings.autocast_dtype is not None else contextlib.nullcontext())
         batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
         if self._network is None:
             with autocast:
-                return self.model.detect(batch, score_threshold=s.score_threshold,
-                                         iou_threshold=s.iou_threshold, max_detections=s.max_detections,
-                                         image_sizes=sizes)
+                return self.model.detect(batch, image_sizes=sizes, **thresholds)
         with autocast:
             loc, conf = self._network(batch)
         scales = [(float(width), float(height)) for height, width in sizes]
-        return self.model.postprocess(loc, conf, scales, score_threshold=s.score_threshold,
-                                      iou_threshold=s.iou_threshold, max_detections=s.max_detections)
+        return self.model.postprocess(loc, conf, scales, **thresholds)
 
     @torch.no_grad()
     def __call__(self, images: Any) -> list[dict[str, Any]]:
