@@ -5,6 +5,7 @@
     ssd detect IMAGES_OR_FOLDERS... --checkpoint C --out DIR
     ssd data synth --out DIR [--layout voc|coco] [--num-images N] ...
     ssd bench [bench_ops options]
+    ssd ablate [--preset P] [--study paper|FILE] [--seeds N] --out DIR [--epochs N] [--dry-run]
     ssd info
 
 Wrong input (unknown preset, missing dataset path, a checkpoint of another model, unreadable
@@ -319,6 +320,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_synth_arguments(commands.add_parser("synth-voc", help="alias of 'data synth --layout voc'"),
                          with_layout=False)
     commands.add_parser("bench", help="the op benchmark (options: ssd bench --help)", add_help=False)
+    from ssd_ext.engine.ablation import add_ablate_arguments, cmd_ablate
+
+    ablate = commands.add_parser("ablate", help="train variants of a config over seeds and tabulate them "
+                                 "(the SSD paper's analysis: --study paper)")
+    add_ablate_arguments(ablate)
+    ablate.set_defaults(func=cmd_ablate)
     info = commands.add_parser("info", help="version, build, devices, models and presets")
     info.set_defaults(func=cmd_info)
     return parser

@@ -3,10 +3,12 @@
 ``build_model(name, num_classes)`` builds a registered model (``list_models()``: "ssd300",
 "ssd512", "ssd_small", "rfb300", "rfb512", "rfb_small"); a family registers its factories
 with ``register_model``. ``ssd_ext.models.weights`` loads VGG16 ImageNet backbones and
-ssd.pytorch, torchvision and RFBNet checkpoints from local files.
+ssd.pytorch, torchvision and RFBNet checkpoints from local files. Every SSD factory takes the
+switches of the SSD paper's analysis, ``aspect_ratios``, ``levels`` and ``atrous``
+(``ssd_ext.models.switches``).
 """
 
-from . import weights
+from . import switches, weights
 from .head import SSDHead
 from .priors import (
     PRESETS,
@@ -22,6 +24,7 @@ from .priors import (
     SSD512_VOC,
     SSD_SMALL_160,
     PriorConfig,
+    PriorScale,
     config_from_scales,
     get_preset,
     paper_sizes,
@@ -29,16 +32,17 @@ from .priors import (
 from .registry import build_model, list_models, register_model
 from .rfb import RFBBlock, RFBsBlock, RFBSmallBackbone, rfb300, rfb512, rfb_small, rfb_vgg16_backbone
 from .small import SmallBackbone
-from .ssd import SSD, ssd300, ssd512, ssd_small
+from .ssd import SSD, assemble_ssd, ssd300, ssd512, ssd_small
 from .vgg import L2Norm, VGG16Backbone
 
 __all__ = [
     "PRESETS", "SSD300_COCO", "SSD300_TORCHVISION", "SSD300_VOC", "SSD512_COCO", "SSD512_VOC",
     "SSD_SMALL_160", "RFB300_VOC", "RFB300_COCO", "RFB512_VOC", "RFB512_COCO", "RFB_SMALL_160",
-    "PriorConfig", "config_from_scales", "get_preset", "paper_sizes",
+    "PriorConfig", "PriorScale", "config_from_scales", "get_preset", "paper_sizes",
     "SmallBackbone", "MODEL_NAMES", "SSD", "SSDHead", "build_model", "list_models", "register_model",
     "ssd300", "ssd512", "ssd_small", "rfb300", "rfb512", "rfb_small", "rfb_vgg16_backbone",
     "RFBBlock", "RFBsBlock", "RFBSmallBackbone", "L2Norm", "VGG16Backbone", "weights",
+    "switches", "assemble_ssd",
 ]
 
 

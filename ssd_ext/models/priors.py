@@ -33,6 +33,7 @@ from .. import ops
 
 __all__ = [
     "PriorConfig",
+    "PriorScale",
     "PRESETS",
     "SSD300_VOC",
     "SSD300_COCO",
@@ -105,6 +106,34 @@ def _as_pair(value: int | float | Sequence[int | float]) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
+class PriorScale:
+    """One more scale of priors stacked on a level's cells (see ``PriorConfig.stacked_scales``).
+
+    Attributes:
+        min_size: side of the scale's first square prior, in pixels.
+        max_size: the second square has side ``sqrt(min_size * max_size)``; ``None`` leaves it out.
+        aspect_ratios: ratios ``r`` giving a wide and a tall box each (side ``min_size``).
+    """
+
+    min_size: float
+    max_size: float | None
+    aspect_ratios: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_size", _real(self.min_size, "stacked_scales[].min_size"))
+        if self.max_size is not None:
+            object.__setattr__(self, "max_size", _real(self.max_size, "stacked_scales[].max_size"))
+        object.__setattr__(self, "aspect_ratios", tuple(
+            _real(r, "stacked_scales[].aspect_ratios") for r in _sequence(self.aspect_ratios,
+                                                                          "stacked_scales[].aspect_ratios")))
+
+    @property
+    def boxes(self) -> int:
+        """Priors this scale adds to each cell."""
+        return 1 + int(self.max_size is not None) + 2 * len(self.aspect_ratios)
+
+
+@dataclasses.dataclass(frozen=True)
 class PriorConfig:
     """Everything that defines a set of SSD priors.
 
@@ -119,6 +148,11 @@ class PriorConfig:
         offset: centre offset in cells (0.5: cell centres).
         clip: ``True`` clamps cx, cy, w, h to [0, 1]; ``"wh"`` clamps only w and h
             (torchvision's rule); ``False`` clamps nothing.
+        stacked_scales: per level, more scales (:class:`PriorScale`) whose boxes follow the
+            level's own in every cell (Caffe's several ``min_size`` values per layer; the SSD
+            paper's Table 3 stacks the scales of removed levels on the remaining ones this way).
+            ``None``: one scale per level. ``min_sizes``/``max_sizes``/``aspect_ratios`` always
+            describe each level's own (first) scale.
     """
 
     feature_map_sizes: tuple
@@ -129,6 +163,7 @@ class PriorConfig:
     steps: tuple | None = None
     offset: float = 0.5
     clip: ClipMode = True
+    stacked_scales: tuple[tuple[PriorScale, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         levels = len(self.feature_map_sizes)
@@ -139,6 +174,8 @@ class PriorConfig:
             named["max_sizes"] = self.max_sizes
         if self.steps is not None:
             named["steps"] = self.steps
+        if self.stacked_scales is not None:
+            named["stacked_scales"] = self.stacked_scales
         for name, values in named.items():
             if len(values) != levels:
                 raise ValueError(
@@ -166,6 +203,8 @@ class PriorConfig:
                 _real(s, f"steps[{i}]") if _is_real(s) else
                 tuple(_real(v, f"steps[{i}]") for v in _pair(s, f"steps[{i}]"))
                 for i, s in enumerate(self.steps)))
+        if self.stacked_scales is not None:
+            object.__setattr__(self, "stacked_scales", _stacked_scales(self.stacked_scales))
 
     @property
     def num_levels(self) -> int:
@@ -177,7 +216,8 @@ class PriorConfig:
         counts = []
         for level, ratios in enumerate(self.aspect_ratios):
             has_max = self.max_sizes is not None and self.max_sizes[level] is not None
-            counts.append(1 + int(has_max) + 2 * len(ratios))
+            stacked = self.stacked_scales[level] if self.stacked_scales is not None else ()
+            counts.append(1 + int(has_max) + 2 * len(ratios) + sum(scale.boxes for scale in stacked))
         return counts
 
     @property
@@ -191,14 +231,47 @@ class PriorConfig:
 
     def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """``[num_priors, 4]`` cxcywh priors, normalised to [0, 1]."""
-        priors = ops.prior_boxes(
-            self.feature_map_sizes, self.image_size, self.min_sizes, self.max_sizes,
-            self.aspect_ratios, self.steps, self.offset, self.clip is True,
-            device=device, dtype=dtype,
-        )
+        if self.stacked_scales is None or not any(self.stacked_scales):
+            priors = ops.prior_boxes(
+                self.feature_map_sizes, self.image_size, self.min_sizes, self.max_sizes,
+                self.aspect_ratios, self.steps, self.offset, self.clip is True,
+                device=device, dtype=dtype,
+            )
+        else:
+            priors = torch.cat([self._level_priors(level, device, dtype) for level in range(self.num_levels)])
         if self.clip == "wh":
             priors = torch.cat([priors[:, :2], priors[:, 2:].clamp(0.0, 1.0)], dim=1)
         return priors
+
+    def _level_priors(self, level: int, device: torch.device | str | None,
+                      dtype: torch.dtype | None) -> Tensor:
+        """One level's priors with its stacked scales: in each cell the level's own boxes, then
+        each stacked scale's, so the order stays (row, column, box of the cell)."""
+        own_max = self.max_sizes[level] if self.max_sizes is not None else None
+        scales = [PriorScale(self.min_sizes[level], own_max, self.aspect_ratios[level]),
+                  *self.stacked_scales[level]]
+        height, width = self.feature_map_hw[level]
+        steps = None if self.steps is None else [self.steps[level]]
+        per_cell = [
+            ops.prior_boxes([self.feature_map_sizes[level]], self.image_size, [scale.min_size],
+                            [scale.max_size], [scale.aspect_ratios], steps, self.offset, self.clip is True,
+                            device=device, dtype=dtype).view(height * width, scale.boxes, 4)
+            for scale in scales
+        ]
+        return torch.cat(per_cell, dim=1).reshape(-1, 4)
+
+
+def _stacked_scales(value: object) -> tuple[tuple[PriorScale, ...], ...]:
+    """``PriorConfig.stacked_scales`` as tuples of :class:`PriorScale` (checked)."""
+    levels = []
+    for level, scales in enumerate(_sequence(value, "stacked_scales")):
+        items = _sequence(scales, f"stacked_scales[{level}]")
+        for scale in items:
+            if not isinstance(scale, PriorScale):
+                raise TypeError(f"PriorConfig.stacked_scales[{level}] must hold PriorScale entries, got "
+                                f"{scale!r} of type {type(scale).__name__}")
+        levels.append(tuple(items))
+    return tuple(levels)
 
 
 def paper_sizes(

@@ -35,11 +35,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .head import SSDHead
 from .priors import RFB300_VOC, RFB512_VOC, RFB_SMALL_160, PriorConfig
 from .registry import check_width, register_model
 from .small import SmallBackbone
-from .ssd import SSD, resolve_priors
+from .ssd import SSD, assemble_ssd, resolve_priors
+from .switches import check_atrous
 from .vgg import VGG16Backbone
 
 __all__ = ["ConvBN", "RFBBlock", "RFBsBlock", "RFBSmallBackbone", "rfb_vgg16_backbone", "rfb300",
@@ -193,20 +193,36 @@ def rfb_vgg16_backbone(variant: str = "rfb300") -> VGG16Backbone:
     return backbone
 
 
+_RFB_ATROUS_ONLY = ("RFB Net is defined on the atrous VGG16 base only; its RFB block on fc7 takes "
+                    "1024 channels")
+
+
 @register_model("rfb300")
-def rfb300(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
-    """RFB Net300: VGG16 with RFB-s/RFB blocks, 6 levels, [6, 6, 6, 6, 4, 4] boxes, 11,620 priors."""
+def rfb300(num_classes: int = 21, priors: PriorConfig | str | None = None, *,
+           aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+           atrous: bool | None = None) -> SSD:
+    """RFB Net300: VGG16 with RFB-s/RFB blocks, 6 levels, [6, 6, 6, 6, 4, 4] boxes, 11,620 priors.
+
+    ``aspect_ratios`` and ``levels`` as ``ssd300`` (``ssd_ext.models.switches``); ``atrous`` may
+    only be ``True`` (or ``None``).
+    """
+    check_atrous(atrous, "rfb300", (True,), _RFB_ATROUS_ONLY)
     backbone = rfb_vgg16_backbone("rfb300")
-    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB300_VOC), num_classes)
+    model = assemble_ssd("rfb300", backbone, resolve_priors(priors, RFB300_VOC), num_classes,
+                        aspect_ratios=aspect_ratios, levels=levels)
     model.cpu_inference_memory_format = torch.channels_last
     return model
 
 
 @register_model("rfb512")
-def rfb512(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
-    """RFB Net512: 7 levels, [6, 6, 6, 6, 6, 4, 4] boxes, 32,756 priors."""
+def rfb512(num_classes: int = 21, priors: PriorConfig | str | None = None, *,
+           aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+           atrous: bool | None = None) -> SSD:
+    """RFB Net512: 7 levels, [6, 6, 6, 6, 6, 4, 4] boxes, 32,756 priors. Switches as :func:`rfb300`."""
+    check_atrous(atrous, "rfb512", (True,), _RFB_ATROUS_ONLY)
     backbone = rfb_vgg16_backbone("rfb512")
-    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, RFB512_VOC), num_classes)
+    model = assemble_ssd("rfb512", backbone, resolve_priors(priors, RFB512_VOC), num_classes,
+                        aspect_ratios=aspect_ratios, levels=levels)
     model.cpu_inference_memory_format = torch.channels_last
     return model
 
@@ -225,21 +241,36 @@ class RFBSmallBackbone(SmallBackbone):
         _init_rfb_parts(self.rfb_s)
         _init_rfb_parts(self.rfb)
 
+    def select_levels(self, levels: Sequence[int]) -> None:
+        """As :meth:`SmallBackbone.select_levels`; the RFB-s part becomes ``nn.Identity`` when
+        level 0 is not kept, and the RFB part too when only level 0 is."""
+        super().select_levels(levels)
+        if 0 not in self.levels:
+            self.rfb_s = nn.Identity()
+        if len(self.stages) < 2:
+            self.rfb = nn.Identity()
+
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stages[0](self.stem(x))
         features = [self.rfb_s(x)]
-        x = self.rfb(self.stages[1](x))
-        features.append(x)
+        if len(self.stages) > 1:
+            x = self.rfb(self.stages[1](x))
+            features.append(x)
         for stage in self.stages[2:]:
             x = stage(x)
             features.append(x)
-        return features
+        return self.selected(features)
 
 
 @register_model("rfb_small")
-def rfb_small(num_classes: int = 21, priors: PriorConfig | str | None = None, width: int = 32) -> SSD:
-    """Small CPU RFB model: 160 px, 5 levels, [6, 6, 6, 6, 4] boxes, 3208 priors (``RFB_SMALL_160``)."""
+def rfb_small(num_classes: int = 21, priors: PriorConfig | str | None = None, width: int = 32, *,
+              aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+              atrous: bool | None = None) -> SSD:
+    """Small CPU RFB model: 160 px, 5 levels, [6, 6, 6, 6, 4] boxes, 3208 priors (``RFB_SMALL_160``).
+
+    ``aspect_ratios`` and ``levels`` as ``ssd_small``; no atrous choice (``atrous`` must stay ``None``).
+    """
+    check_atrous(atrous, "rfb_small", (), "its small backbone has no fc6/fc7 to make atrous")
     backbone = RFBSmallBackbone(width)
-    prior_config = resolve_priors(priors, RFB_SMALL_160)
-    head = SSDHead(backbone.out_channels, prior_config.boxes_per_location, num_classes)
-    return SSD(backbone, backbone.out_channels, prior_config, num_classes, head=head)
+    return assemble_ssd("rfb_small", backbone, resolve_priors(priors, RFB_SMALL_160), num_classes,
+                        aspect_ratios=aspect_ratios, levels=levels)

@@ -9,6 +9,8 @@ on a 3-class shapes set, reached 0.84 AP50 in about 20 minutes on a heavily shar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from .registry import check_width
@@ -35,7 +37,8 @@ def _separable(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class SmallBackbone(nn.Module):
-    """Compact feature extractor; ``forward`` returns 5 maps with ``out_channels`` channels."""
+    """Compact feature extractor; ``forward`` returns 5 maps with ``out_channels`` channels (or
+    the maps ``levels`` after :meth:`select_levels`)."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
@@ -51,11 +54,26 @@ class SmallBackbone(nn.Module):
             nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, 1, padding=0), nn.ReLU(inplace=True)),
         ])
         self.out_channels = [2 * w, 4 * w, 4 * w, 4 * w, 4 * w]
+        self.levels: tuple[int, ...] | None = None
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    def select_levels(self, levels: Sequence[int]) -> None:
+        """Return only the feature maps ``levels`` (increasing indices, checked by the caller) from
+        now on; the stages past the deepest kept level are removed (not computed)."""
+        if self.levels is not None:
+            raise ValueError(f"{type(self).__name__}: levels were already selected")
+        levels = tuple(int(i) for i in levels)
+        self.stages = nn.ModuleList(list(self.stages)[:levels[-1] + 1])
+        self.out_channels = [self.out_channels[i] for i in levels]
+        self.levels = levels
+
+    def selected(self, features: list[Tensor]) -> list[Tensor]:
+        """``features`` (one per computed level) reduced to the selected levels."""
+        return features if self.levels is None else [features[i] for i in self.levels]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)
@@ -63,4 +81,4 @@ class SmallBackbone(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        return features
+        return self.selected(features)

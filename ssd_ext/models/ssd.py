@@ -24,9 +24,10 @@ from .head import SSDHead
 from .priors import SSD300_VOC, SSD512_VOC, SSD_SMALL_160, PriorConfig, get_preset
 from .registry import build_model, check_num_classes, list_models, register_model
 from .small import SmallBackbone
+from .switches import check_atrous, check_levels, derive_prior_config
 from .vgg import VGG16Backbone
 
-__all__ = ["SSD", "SSDHead", "ssd300", "ssd512", "ssd_small", "build_model", "resolve_priors"]
+__all__ = ["SSD", "SSDHead", "ssd300", "ssd512", "ssd_small", "build_model", "resolve_priors", "assemble_ssd"]
 
 
 def _check_variances(variances: object) -> tuple[float, float]:
@@ -253,29 +254,74 @@ def _resolve(priors: PriorConfig | str | None, default: PriorConfig) -> PriorCon
 resolve_priors = _resolve  # the public name, for other families' factories
 
 
+def assemble_ssd(model: str, backbone: nn.Module, priors: PriorConfig, num_classes: int, *,
+                 aspect_ratios: Sequence[Sequence[float]] | None = None,
+                 levels: Sequence[int] | None = None) -> SSD:
+    """An :class:`SSD` of ``backbone`` and ``priors`` (all the backbone's levels) with the
+    ``aspect_ratios`` and ``levels`` switches applied (see ``ssd_ext.models.switches``): the
+    backbone keeps only the chosen levels (``backbone.select_levels``), the priors are derived,
+    and the heads follow the derived priors. Errors name ``model``.
+    """
+    num_levels = len(backbone.out_channels)
+    if priors.num_levels != num_levels:
+        raise ValueError(f"{model}: the priors have {priors.num_levels} levels but the backbone gives "
+                         f"{num_levels} feature maps")
+    derived = derive_prior_config(priors, aspect_ratios=aspect_ratios, levels=levels, model=model)
+    if levels is not None and derived.num_levels != num_levels:
+        select = getattr(backbone, "select_levels", None)
+        if select is None:
+            raise ValueError(f"{model}: levels is not supported: its backbone {type(backbone).__name__} "
+                             "cannot leave out levels")
+        select(check_levels(levels, num_levels, model))
+    return SSD(backbone, backbone.out_channels, derived, num_classes)
+
+
 @register_model("ssd300")
-def ssd300(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
-    """SSD300 with the paper's VGG16 base (6 levels, [4, 6, 6, 6, 4, 4] boxes; 8732 priors)."""
-    backbone = VGG16Backbone("ssd300")
-    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD300_VOC), num_classes)
+def ssd300(num_classes: int = 21, priors: PriorConfig | str | None = None, *,
+           aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+           atrous: bool | None = None) -> SSD:
+    """SSD300 with the paper's VGG16 base (6 levels, [4, 6, 6, 6, 4, 4] boxes; 8732 priors).
+
+    ``aspect_ratios``, ``levels``: see ``ssd_ext.models.switches``. ``atrous=False``: the full
+    VGG16 fc6/fc7 with conv5_3 predicting (``vgg.py``); same priors.
+    """
+    atrous = check_atrous(atrous, "ssd300", (True, False))
+    backbone = VGG16Backbone("ssd300", atrous=atrous is not False)
+    model = assemble_ssd("ssd300", backbone, resolve_priors(priors, SSD300_VOC), num_classes,
+                         aspect_ratios=aspect_ratios, levels=levels)
     model.cpu_inference_memory_format = torch.channels_last
     return model
 
 
 @register_model("ssd512")
-def ssd512(num_classes: int = 21, priors: PriorConfig | str | None = None) -> SSD:
-    """SSD512 with the paper's VGG16 base (7 levels, [4, 6, 6, 6, 6, 4, 4] boxes; 24564 priors)."""
-    backbone = VGG16Backbone("ssd512")
-    model = SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD512_VOC), num_classes)
+def ssd512(num_classes: int = 21, priors: PriorConfig | str | None = None, *,
+           aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+           atrous: bool | None = None) -> SSD:
+    """SSD512 with the paper's VGG16 base (7 levels, [4, 6, 6, 6, 6, 4, 4] boxes; 24564 priors).
+
+    Switches as :func:`ssd300`.
+    """
+    atrous = check_atrous(atrous, "ssd512", (True, False))
+    backbone = VGG16Backbone("ssd512", atrous=atrous is not False)
+    model = assemble_ssd("ssd512", backbone, resolve_priors(priors, SSD512_VOC), num_classes,
+                         aspect_ratios=aspect_ratios, levels=levels)
     model.cpu_inference_memory_format = torch.channels_last
     return model
 
 
 @register_model("ssd_small")
-def ssd_small(num_classes: int = 21, priors: PriorConfig | str | None = None, width: int = 32) -> SSD:
-    """Small CPU-friendly SSD: 160 px input, 5 levels, 2408 priors (``SSD_SMALL_160``)."""
+def ssd_small(num_classes: int = 21, priors: PriorConfig | str | None = None, width: int = 32, *,
+              aspect_ratios: Sequence[Sequence[float]] | None = None, levels: Sequence[int] | None = None,
+              atrous: bool | None = None) -> SSD:
+    """Small CPU-friendly SSD: 160 px input, 5 levels, 2408 priors (``SSD_SMALL_160``).
+
+    ``aspect_ratios`` and ``levels`` as :func:`ssd300` (5 levels: 20, 10, 5, 3, 1 at 160 px).
+    It has no atrous choice (no fc6/fc7): ``atrous`` must stay ``None``.
+    """
+    check_atrous(atrous, "ssd_small", (), "its depthwise-separable backbone has no fc6/fc7 to make atrous")
     backbone = SmallBackbone(width)
-    return SSD(backbone, backbone.out_channels, resolve_priors(priors, SSD_SMALL_160), num_classes)
+    return assemble_ssd("ssd_small", backbone, resolve_priors(priors, SSD_SMALL_160), num_classes,
+                        aspect_ratios=aspect_ratios, levels=levels)
 
 
 def __getattr__(name: str) -> object:

@@ -10,6 +10,16 @@ Module names mirror ssd.pytorch so checkpoints map with a short, readable table
 - ``l2norm``: :class:`L2Norm` on conv4_3 with a learned per-channel scale initialised to 20.
 - ``extras``: one ``nn.Sequential(conv1x1, ReLU, conv3x3, ReLU)`` per extra level
   (ssd.pytorch's flat ``extras.{2k}`` / ``extras.{2k+1}`` are ours ``extras.k.0`` / ``extras.k.2``).
+
+``atrous=False`` builds the paper's non-atrous variant (SSD paper, Sec. 3.2 "Atrous is faster":
+"the full VGG16, keeping pool5 with 2x2-s2 and not subsampling parameters from fc6 and fc7, and
+add conv5_3 for prediction"): pool5 is 2x2 stride 2 (ceil mode, as Caffe pools: 19 -> 10 at
+300 px), fc6 is VGG16's 7x7 conv with 4096 channels (padding 3, so the map keeps its size), fc7
+1x1 with 4096 channels, and conv5_3 (raw, no L2Norm) predicts. The levels are conv4_3, conv5_3,
+fc7 and one extra block fewer, which gives the same feature map sizes as the atrous model
+(38, 19, 10, 5, 3, 1 at 300 px; 64 ... 1 at 512 px) and so the same priors. The paper does not
+list the extra layers of this variant; ours start from fc7's 4096 channels and keep the atrous
+model's widths.
 """
 
 from __future__ import annotations
@@ -20,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["L2Norm", "VGG16Backbone", "vgg16_base_layers", "CONV4_3_RELU_INDEX"]
+__all__ = ["L2Norm", "VGG16Backbone", "vgg16_base_layers", "CONV4_3_RELU_INDEX", "CONV5_3_RELU_INDEX"]
 
 # Index in ``vgg`` after which conv4_3's (ReLU'd) output is taken as the first feature map.
 CONV4_3_RELU_INDEX = 22
+# Index of conv5_3's ReLU: the non-atrous variant's second feature map.
+CONV5_3_RELU_INDEX = 29
 
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
 
@@ -47,8 +59,12 @@ class L2Norm(nn.Module):
         return (normalised * self.weight.to(math_dtype).view(1, -1, 1, 1)).to(x.dtype)
 
 
-def vgg16_base_layers() -> list[nn.Module]:
-    """The 35 layers of SSD's VGG16 base, conv1_1 to fc7's ReLU (ssd.pytorch's ``vgg`` list)."""
+def vgg16_base_layers(atrous: bool = True) -> list[nn.Module]:
+    """The 35 layers of SSD's VGG16 base, conv1_1 to fc7's ReLU (ssd.pytorch's ``vgg`` list).
+
+    ``atrous=False``: pool5 2x2 stride 2, fc6 7x7 (4096 channels), fc7 1x1 (4096), at the same
+    indices (30, 31, 33), so ImageNet VGG16's fc weights load without subsampling.
+    """
     layers: list[nn.Module] = []
     channels = 3
     for item in _VGG16_CFG:
@@ -59,6 +75,14 @@ def vgg16_base_layers() -> list[nn.Module]:
         else:
             layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             channels = item
+    if not atrous:
+        return layers + [
+            nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),  # pool5 as in VGG16
+            nn.Conv2d(512, 4096, kernel_size=7, padding=3),  # fc6, full
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4096, 4096, kernel_size=1),  # fc7, full
+            nn.ReLU(inplace=True),
+        ]
     layers += [
         nn.MaxPool2d(kernel_size=3, stride=1, padding=1),  # pool5
         nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6),  # fc6, atrous
@@ -79,7 +103,15 @@ def _extra_block(in_channels: int, mid_channels: int, out_channels: int, kernel_
     )
 
 
-def _extras(variant: str) -> nn.ModuleList:
+def _extras(variant: str, atrous: bool = True) -> nn.ModuleList:
+    if not atrous:
+        # fc7 is already at the third map size (10 at 300 px, 16 at 512 px): the atrous model's
+        # blocks without the first, the first one taking fc7's 4096 channels.
+        blocks = list(_extras(variant))[1:]
+        first = blocks[0]
+        blocks[0] = _extra_block(4096, first[0].out_channels, first[2].out_channels, first[2].kernel_size[0],
+                                 first[2].stride[0], first[2].padding[0])
+        return nn.ModuleList(blocks)
     if variant == "ssd300":
         # 19 -> 10 -> 5 -> 3 -> 1 (the last two are unpadded 3x3 convs).
         blocks = [
@@ -119,37 +151,81 @@ class VGG16Backbone(nn.Module):
       output. SSD: ``nn.Identity`` (no parameters, so no state-dict keys).
     - ``extras``: ``nn.ModuleList``; each block maps the previous map to the next feature map.
 
+    With ``atrous=False`` (see the module docstring) a third tap after conv5_3's ReLU
+    (:data:`CONV5_3_RELU_INDEX`) gives the second feature map, fc7 the third.
+
     Args:
         variant: ``"ssd300"`` or ``"ssd512"``: the default extras (and the SSD parts).
+        atrous: the paper's atrous base (True) or the full VGG16 fc6/fc7 layout (False).
         conv4_3_part, fc7_part, extras: replace the SSD parts (``None`` keeps them).
         conv4_3_name: attribute (and state-dict prefix) of the conv4_3 part.
         out_channels: channels of each feature map; required when ``conv4_3_part``,
             ``fc7_part`` or ``extras`` is given.
+
+    Attributes:
+        levels: the feature maps ``forward`` returns (indices into all of them), or ``None`` for
+            all; set by :meth:`select_levels`.
+        out_channels: channels of each returned feature map.
     """
 
-    def __init__(self, variant: str = "ssd300", *, conv4_3_part: nn.Module | None = None,
+    def __init__(self, variant: str = "ssd300", *, atrous: bool = True, conv4_3_part: nn.Module | None = None,
                  fc7_part: nn.Module | None = None, extras: Sequence[nn.Module] | None = None,
                  conv4_3_name: str = "l2norm", out_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         if variant not in ("ssd300", "ssd512"):
             raise ValueError(f"variant must be 'ssd300' or 'ssd512', got {variant!r}")
+        if not isinstance(atrous, bool):
+            raise TypeError(f"VGG16Backbone: atrous must be a bool, got {atrous!r}")
         custom = conv4_3_part is not None or fc7_part is not None or extras is not None
         if custom and out_channels is None:
             raise ValueError("VGG16Backbone: out_channels is required when parts are replaced")
         self.variant = variant
+        self.atrous = atrous
         self.conv4_3_name = conv4_3_name
-        self.vgg = nn.Sequential(*vgg16_base_layers())
+        self.vgg = nn.Sequential(*vgg16_base_layers(atrous))
         self.add_module(conv4_3_name, conv4_3_part if conv4_3_part is not None else L2Norm(512, scale=20.0))
         self.fc7_part = fc7_part if fc7_part is not None else nn.Identity()
-        self.extras = nn.ModuleList(extras) if extras is not None else _extras(variant)
+        self.extras = nn.ModuleList(extras) if extras is not None else _extras(variant, atrous)
+        trunk = [512, 1024] if atrous else [512, 512, 4096]
         if out_channels is None:
-            out_channels = [512, 1024] + [block[2].out_channels for block in self.extras]
+            out_channels = trunk + [block[2].out_channels for block in self.extras]
         self.out_channels = [int(c) for c in out_channels]
-        if len(self.out_channels) != 2 + len(self.extras):
+        if len(self.out_channels) != len(trunk) + len(self.extras):
             raise ValueError(f"VGG16Backbone: {len(self.out_channels)} out_channels for "
-                             f"{2 + len(self.extras)} feature maps")
+                             f"{len(trunk) + len(self.extras)} feature maps")
+        self.levels: tuple[int, ...] | None = None
         if not custom:
             self.reset_parameters()
+
+    @property
+    def trunk_levels(self) -> int:
+        """Feature maps taken from the VGG trunk before the extras (2 atrous, 3 not)."""
+        return 2 if self.atrous else 3
+
+    def select_levels(self, levels: Sequence[int]) -> None:
+        """Return only the feature maps ``levels`` (increasing indices into all of them, checked
+        by the caller) from now on.
+
+        Layers no kept level needs are replaced, so none is computed and no parameter is left
+        without a gradient: the extras past the deepest kept level are removed, the conv4_3 part
+        becomes ``nn.Identity`` when level 0 is not kept, and when no level at or after fc7 is
+        kept the trunk layers after the deepest tap become ``nn.Identity`` (the other layers keep
+        their indices and state-dict keys).
+        """
+        if self.levels is not None:
+            raise ValueError("VGG16Backbone: levels were already selected")
+        levels = tuple(int(i) for i in levels)
+        deepest = levels[-1]
+        self.extras = nn.ModuleList(list(self.extras)[:max(0, deepest + 1 - self.trunk_levels)])
+        if 0 not in levels:
+            self.add_module(self.conv4_3_name, nn.Identity())
+        if deepest < self.trunk_levels - 1:
+            cut = CONV4_3_RELU_INDEX + 1 if deepest == 0 else CONV5_3_RELU_INDEX + 1
+            for index in range(cut, len(self.vgg)):
+                self.vgg[index] = nn.Identity()
+            self.fc7_part = nn.Identity()
+        self.out_channels = [self.out_channels[i] for i in levels]
+        self.levels = levels
 
     @property
     def conv4_3_part(self) -> nn.Module:
@@ -168,9 +244,15 @@ class VGG16Backbone(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.vgg[:CONV4_3_RELU_INDEX + 1](x)
         features = [self.conv4_3_part(x)]
-        x = self.fc7_part(self.vgg[CONV4_3_RELU_INDEX + 1:](x))
+        if not self.atrous:
+            x = self.vgg[CONV4_3_RELU_INDEX + 1:CONV5_3_RELU_INDEX + 1](x)
+            features.append(x)  # pool5 below makes a new tensor: the in-place ReLUs leave it intact
+            x = self.vgg[CONV5_3_RELU_INDEX + 1:](x)
+        else:
+            x = self.vgg[CONV4_3_RELU_INDEX + 1:](x)
+        x = self.fc7_part(x)
         features.append(x)
         for block in self.extras:
             x = block(x)
             features.append(x)
-        return features
+        return features if self.levels is None else [features[i] for i in self.levels]

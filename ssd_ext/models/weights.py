@@ -48,6 +48,10 @@ VGG16 ImageNet backbones (only ``backbone.vgg`` is loaded):
   ``[1024, 1024, 1, 1]``; biases keep every 4th entry. When the classifier is missing or not
   finite (torchvision's ``IMAGENET1K_FEATURES`` file has a NaN classifier), fc6/fc7 keep their
   initialisation and the returned report says so.
+- The non-atrous base (``ssd300(atrous=False)``, the SSD paper's full-VGG16 variant) takes the
+  classifier without subsampling: fc6's weight viewed as ``[4096, 512, 7, 7]`` (a 7x7 conv) and
+  fc7's as ``[4096, 4096, 1, 1]``. A reduced-fc file has no such weights; loading one into a
+  non-atrous model is an error.
 - ``vgg16_reducedfc.pth`` (ssd.pytorch, keys ``N.weight`` / ``N.bias`` for N = 0..33 with fc6/fc7
   already reduced): loaded index for index.
 
@@ -238,8 +242,9 @@ _VGG_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 _FC6, _FC7 = 31, 33
 
 
-def _reduce_fc(state: Mapping[str, Tensor]) -> StateDict | None:
-    """fc6/fc7 of the SSD base from torchvision vgg16's classifier (see the module docstring)."""
+def _reduce_fc(state: Mapping[str, Tensor], atrous: bool = True) -> StateDict | None:
+    """fc6/fc7 of the SSD base from torchvision vgg16's classifier (see the module docstring):
+    subsampled for the atrous base, whole (as convolutions) for the non-atrous one."""
     needed = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
     if not all(k in state for k in needed):
         return None
@@ -250,27 +255,36 @@ def _reduce_fc(state: Mapping[str, Tensor]) -> StateDict | None:
             f"vgg16 classifier has shapes {tuple(fc6_w.shape)} / {tuple(fc7_w.shape)}; expected "
             "(4096, 25088) / (4096, 4096)"
         )
-    reduced = {
-        f"{_FC6}.weight": fc6_w.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
-        f"{_FC6}.bias": fc6_b[::4].contiguous(),
-        f"{_FC7}.weight": fc7_w[::4, ::4].reshape(1024, 1024, 1, 1).contiguous(),
-        f"{_FC7}.bias": fc7_b[::4].contiguous(),
-    }
+    if atrous:
+        reduced = {
+            f"{_FC6}.weight": fc6_w.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
+            f"{_FC6}.bias": fc6_b[::4].contiguous(),
+            f"{_FC7}.weight": fc7_w[::4, ::4].reshape(1024, 1024, 1, 1).contiguous(),
+            f"{_FC7}.bias": fc7_b[::4].contiguous(),
+        }
+    else:
+        reduced = {f"{_FC6}.weight": fc6_w.reshape(4096, 512, 7, 7), f"{_FC6}.bias": fc6_b,
+                   f"{_FC7}.weight": fc7_w.reshape(4096, 4096, 1, 1), f"{_FC7}.bias": fc7_b}
     # Only the kept entries matter (and checking 4.7 M instead of 120 M values is cheaper).
     if not all(torch.isfinite(t).all() for t in reduced.values()):
         return None
     return reduced
 
 
-def vgg16_backbone_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> tuple[StateDict, bool]:
+def vgg16_backbone_state_dict(source: str | os.PathLike | Mapping[str, Tensor],
+                              atrous: bool = True) -> tuple[StateDict, bool]:
     """State dict for ``backbone.vgg`` (keys ``N.weight``/``N.bias``) from an ImageNet VGG16 file.
 
     Accepts torchvision's ``vgg16`` layout or the ``vgg16_reducedfc.pth`` layout. Returns the
-    state dict and whether it includes fc6/fc7.
+    state dict and whether it includes fc6/fc7. ``atrous=False``: fc6/fc7 for the non-atrous
+    base (whole, not subsampled); a reduced-fc file cannot give them (WeightLoadError).
     """
     state = _as_state_dict(source)
     layout = detect_format(state)
     if layout == "vgg16_reducedfc":
+        if not atrous:
+            raise WeightLoadError("a vgg16_reducedfc file holds subsampled fc6/fc7 (1024 channels), which "
+                                  "do not fit the non-atrous base (4096); use torchvision's vgg16 weights")
         return dict(state), f"{_FC6}.weight" in state
     if layout != "torchvision_vgg16":
         raise WeightLoadError(f"expected a VGG16 ImageNet state dict, got the {layout!r} layout")
@@ -284,14 +298,14 @@ def vgg16_backbone_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) 
     stray = [k for k in state if not k.startswith(("features.", "classifier."))]
     if stray:
         raise WeightLoadError(f"unexpected keys in VGG16 state dict: {_describe(stray)}")
-    fc = _reduce_fc(state)
+    fc = _reduce_fc(state, atrous)
     if fc is not None:
         converted.update(fc)
     return converted, fc is not None
 
 
 def load_vgg16_backbone(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor]) -> dict[str, Any]:
-    """Load ImageNet VGG16 weights into ``model.backbone.vgg`` (an SSD300/SSD512).
+    """Load ImageNet VGG16 weights into ``model.backbone.vgg`` (an SSD300/SSD512, atrous or not).
 
     Returns ``{"loaded_fc": bool}``; without usable fc weights fc6/fc7
     keep their initialisation.
@@ -299,7 +313,8 @@ def load_vgg16_backbone(model: nn.Module, source: str | os.PathLike | Mapping[st
     vgg = getattr(getattr(model, "backbone", None), "vgg", None)
     if not isinstance(vgg, nn.Sequential):
         raise WeightLoadError(f"{type(model).__name__} has no VGG16 backbone (model.backbone.vgg)")
-    state, has_fc = vgg16_backbone_state_dict(source)
+    atrous = bool(getattr(model.backbone, "atrous", True))
+    state, has_fc = vgg16_backbone_state_dict(source, atrous=atrous)
     fc_prefixes = () if has_fc else (f"{_FC6}.", f"{_FC7}.")
     load_state_dict_checked(vgg, state, "VGG16 weights", allow_missing=fc_prefixes)
     return {"loaded_fc": has_fc}
