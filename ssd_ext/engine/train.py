@@ -110,29 +110,16 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-class _CachedSynthetic:
-    """Mixin: keep each rendered synthetic picture (the set is small) so epochs after the first
-    only pay for augmentation."""
-
-    def load_raw(self, index: int):  # noqa: ANN201
-        cache = self.__dict__.setdefault("_raw_cache", {})
-        if index not in cache:
-            cache[index] = super().load_raw(index)  # type: ignore[misc]
-        image, boxes, labels, difficult, image_id = cache[index]
-        return image.copy(), boxes, labels, difficult, image_id
-
-
 def _transforms(config: Config) -> tuple[Callable, Callable]:
     from ..data import transforms as T
 
     data = config.data
     size, mean, std = data.image_size, tuple(data.mean), tuple(data.std)
-    fill = tuple(255.0 * m for m in mean)
     if data.augment == "ssd":
-        train = T.train_transform(size, mean, std, expand_max_ratio=data.expand_max_ratio)
+        train = T.train_transform(size, mean, std, T.Augmentation(expand_max_ratio=data.expand_max_ratio))
     elif data.augment == "light":
-        train = T.Compose([T.ToFloatImage(), T.Expand(fill=fill, max_ratio=data.expand_max_ratio, p=0.5),
-                           T.RandomHorizontalFlip(), T.Resize(size), T.Normalize(mean, std), T.ToTensor()])
+        light = T.Augmentation(photometric=False, expand_max_ratio=data.expand_max_ratio, crop=False)
+        train = T.train_transform(size, mean, std, light)
     else:
         train = T.eval_transform(size, mean, std)
     return train, T.eval_transform(size, mean, std)
@@ -147,13 +134,12 @@ def build_datasets(config: Config, transforms: bool = True) -> tuple[Any, Any]:
     data = config.data
     train_tf, eval_tf = _transforms(config) if transforms else (None, None)
     if data.kind == "synthetic":
-        cls = type("CachedSyntheticShapes", (_CachedSynthetic, D.SyntheticShapes), {}) \
-            if data.synthetic_cache else D.SyntheticShapes
-        common = {"image_size": data.synthetic_source_size, "max_objects": data.synthetic_max_objects}
-        train = cls(num_images=data.synthetic_train_images, seed=data.synthetic_train_seed,
-                    transform=train_tf, **common)
-        val = cls(num_images=data.synthetic_val_images, seed=data.synthetic_val_seed, transform=eval_tf,
-                  **common)
+        common = {"image_size": data.synthetic_source_size, "max_objects": data.synthetic_max_objects,
+                  "cache": data.synthetic_cache}
+        train = D.SyntheticShapes(num_images=data.synthetic_train_images, seed=data.synthetic_train_seed,
+                                  transform=train_tf, **common)
+        val = D.SyntheticShapes(num_images=data.synthetic_val_images, seed=data.synthetic_val_seed,
+                                transform=eval_tf, **common)
         return train, val
     if data.kind == "voc":
         root = data.root or ""
