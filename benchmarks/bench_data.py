@@ -9,9 +9,9 @@ the loader vs the small model's training step.
    ``RandomHorizontalFlip``, ``Resize(300)``, ``SanitizeBoundingBoxes``, ``ToDtype`` and
    ``Normalize``, so both give the same normalised float tensor), image by image,
    interleaved, in one thread. Time is the process's CPU time (``time.process_time``), so
-   it is per core and other load on the machine inflates it less than wall time would. Our
-   float reference path (``ToFloatImage`` first, every step computed eagerly on float32) is
-   timed alongside.
+   it is per core and other load on the machine inflates it less than wall time would. The
+   float reference (``ssd_reference.transforms.train_transform``: every step computed eagerly
+   on float32, the oracle of the tests) is timed alongside.
 2. Loader vs step: the small model (``ssd_small``, 160 px, batch 32) trains from a
    ``VOCDetection`` over the same kind of JPEGs with ``train_transform(160)``. Reported: the
    loader alone (decode + augmentation + collate) with the worker count ``make_loader``
@@ -33,19 +33,31 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-import ssd_ext
-from benchmarks.harness import cpu_name
-from ssd_ext.data import SHAPE_CLASSES, SyntheticShapes, VOCDetection, make_loader, train_transform, write_voc
-from ssd_ext.data.loader import available_cores, default_num_workers
-from ssd_ext.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose, ToFloatImage
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "python")]
+
+from ssd_reference import transforms as reference_transforms  # noqa: E402
+
+import ssd_ext  # noqa: E402
+from benchmarks.harness import cpu_name  # noqa: E402
+from ssd_ext.data import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SHAPE_CLASSES,
+    SyntheticShapes,
+    VOCDetection,
+    make_loader,
+    train_transform,
+    write_voc,
+)
+from ssd_ext.data.loader import available_cores, default_num_workers  # noqa: E402
 
 
 def torchvision_ssd_pipeline(size: int):
@@ -80,7 +92,7 @@ def bench_transforms(items: list, size: int, rounds: int) -> dict[str, object]:
     from torchvision import tv_tensors
 
     ours = train_transform(size)
-    reference = Compose([ToFloatImage(), *ours.transforms[1:]])
+    reference = reference_transforms.train_transform(size)
     theirs = torchvision_ssd_pipeline(size)
 
     def run_ours(image, target):
@@ -96,7 +108,7 @@ def bench_transforms(items: list, size: int, rounds: int) -> dict[str, object]:
                                          canvas_size=(image.height, image.width))
         return theirs(image, {"boxes": boxes, "labels": target["labels"]})
 
-    runners = {"ssd_ext train_transform": run_ours, "ssd_ext float reference path": run_reference,
+    runners = {"ssd_ext train_transform": run_ours, "ssd_reference float transforms (oracle)": run_reference,
                "torchvision transforms.v2": run_theirs}
     cpu_s = {name: 0.0 for name in runners}
     torch.manual_seed(0)

@@ -493,6 +493,30 @@ def test_synthetic_demo_splits_are_disjoint():
         SyntheticShapes.demo("holdout")
 
 
+def test_synthetic_cache_renders_once_and_serves_copies():
+    import pickle
+
+    plain = SyntheticShapes(num_images=3, image_size=32, seed=4)
+    cached = SyntheticShapes(num_images=3, image_size=32, seed=4, cache=True)
+    renders = []
+    original_render = cached.render
+    cached.render = lambda index: renders.append(index) or original_render(index)
+    for _ in range(2):
+        for index in range(3):
+            image, target = cached[index]
+            expected_image, expected = plain[index]
+            assert np.array_equal(np.asarray(image), np.asarray(expected_image))
+            assert torch.equal(target["boxes"], expected["boxes"])
+            image.paste((0, 0, 0), (0, 0, 32, 32))  # drawing on an item leaves the cache alone
+    assert renders == [0, 1, 2]
+    filled = SyntheticShapes(num_images=3, cache=True)
+    filled[0]
+    assert len(filled._rendered) == 1
+    assert pickle.loads(pickle.dumps(filled))._rendered == {}  # each process renders its own
+    with pytest.raises(ValueError, match="cache"):
+        SyntheticShapes(cache="yes")
+
+
 def test_synthetic_rejects_bad_configuration():
     with pytest.raises(ValueError):
         SyntheticShapes(min_objects=3, max_objects=2)
@@ -937,3 +961,10 @@ def test_writers_live_in_their_own_module_and_take_any_dataset(tmp_path):
         write_voc([1, 2], tmp_path)
     with pytest.raises(ValueError, match="category_ids"):
         write_coco(SyntheticShapes(num_images=1), tmp_path, tmp_path / "a.json", category_ids=[1, 2, 3, 4, 4])
+
+
+def test_the_package_exports_resolve():
+    import ssd_ext.data as data
+
+    assert all(hasattr(data, name) for name in data.__all__)
+    assert "ToFloatImage" not in data.__all__ and not hasattr(data.transforms, "ToFloatImage")

@@ -34,8 +34,13 @@ def mark_worker(worker_id: int) -> None:
 
 
 @pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 0), (3, 2), (4, 3), (9, 8), (64, 8)])
-def test_default_num_workers_rule(cores, expected):
-    assert L.default_num_workers(cores) == expected
+def test_default_num_workers_rule_when_the_step_uses_every_core(cores, expected):
+    assert L.default_num_workers(cores, step_threads=cores) == expected
+
+
+@pytest.mark.parametrize(("cores", "threads", "expected"), [(2, 1, 1), (4, 1, 3), (16, 4, 8), (4, 3, 1)])
+def test_default_num_workers_take_the_cores_the_step_leaves(cores, threads, expected):
+    assert L.default_num_workers(cores, step_threads=threads) == expected
 
 
 def test_default_num_workers_uses_the_available_cores():

@@ -1,6 +1,8 @@
 """What every detection dataset of ``ssd_ext.data`` shares: item format and bad-data log.
 
-An item is ``(image, target)``.
+An item is ``(image, target)``: ``dataset.get(index, generator)``, where the transform draws
+every random number from ``generator`` (see :mod:`ssd_ext.data.sampling` for the per-item
+generators of training), or ``dataset[index]`` = ``get(index)`` (torch's global generator).
 
 - With a transform (e.g. :func:`ssd_ext.data.train_transform`): ``image`` is what the transform
   returns (a float32 tensor ``[3, H, W]``) and ``target["boxes"]`` is float32 ``[G, 4]`` xyxy
@@ -9,7 +11,8 @@ An item is ``(image, target)``.
   float32 ``[G, 4]`` xyxy in PIXELS of that image (continuous coordinates: the image spans
   ``[0, W] x [0, H]``).
 
-A transform is called as ``transform(pil_image, boxes, packed)`` with ``boxes`` float32
+A transform is called as ``transform(pil_image, boxes, packed, generator)`` (without the
+generator when it is None, so a transform that takes none works too) with ``boxes`` float32
 ``[G, 4]`` pixels and ``packed`` int64 ``[G, 2]`` = (label, difficult), and must return
 ``(image, boxes in pixels of that image, packed rows of the kept boxes)``; the dataset then
 normalises the boxes (see :mod:`ssd_ext.data.transforms`, whose transforms all do this).
@@ -41,6 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from .images import ImageReadError, read_image, read_image_size
+from .transforms.draws import RandomSource
 
 __all__ = [
     "AnnotationWarning", "DetectionDataset", "Record", "positive_size", "read_image_size", "sanitize_boxes",
@@ -95,18 +101,6 @@ def positive_size(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) and number > 0 else None
-
-
-def read_image_size(path: str) -> tuple[int, int] | None:
-    """``(W, H)`` from the image file's header (pixels are not decoded), or None when PIL cannot
-    open it or the header is unusable (zero size, or over PIL's decompression-bomb limit)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except Exception:  # noqa: BLE001 - PIL raises many kinds on bad files (OSError,
-        # SyntaxError, struct.error, DecompressionBombError, ...): all mean "unreadable".
-        return None
-    return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
 def sanitize_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, Counter]:
@@ -248,15 +242,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     # -- items -----------------------------------------------------------------------------
     def load_raw(self, index: int) -> tuple[Image.Image, np.ndarray, np.ndarray, np.ndarray, int | str]:
-        """``(RGB PIL image, boxes [G,4] pixels, labels [G], difficult [G], image_id)``."""
+        """``(RGB PIL image, boxes [G,4] pixels, labels [G], difficult [G], image_id)``; the
+        image's stored pixels (no EXIF turn: see :mod:`ssd_ext.data.images`)."""
         record = self.records[index]
-        with Image.open(record.image_path) as image:
-            # An RGB file (every VOC/COCO JPEG: libjpeg decodes straight to RGB) is only
-            # loaded; convert() would copy its pixels once more. Other modes are converted.
-            if image.mode == "RGB":
-                image.load()
-            else:
-                image = image.convert("RGB")
+        image = read_image(record.image_path, exif_transpose=False)
         return image, record.boxes, record.labels, record.difficult, record.image_id
 
     def _load_raw_robust(self, index: int) -> tuple[int, tuple[Any, ...]]:
@@ -271,9 +260,10 @@ class DetectionDataset(torch.utils.data.Dataset):
             except Exception as error:  # noqa: BLE001 - decoders raise many kinds (OSError,
                 # SyntaxError, EOFError, struct.error, PIL's DecompressionBombError, ...)
                 last_error = error
-                name = self._item_name(current)
+                reason = (error.reason if isinstance(error, ImageReadError)
+                          else f"{type(error).__name__}: {error}")
                 self._log_load_problem(current, Counter({UNREADABLE_IMAGE: 1}),
-                                       f"{name}: cannot read image ({type(error).__name__}: {error}); "
+                                       f"{self._item_name(current)}: cannot read image ({reason}); "
                                        "serving the next one instead")
         raise RuntimeError(f"{type(self).__name__}: {min(length, 16)} images in a row from index {index} "
                            "could not be read") from last_error
@@ -297,7 +287,26 @@ class DetectionDataset(torch.utils.data.Dataset):
                                    f"({_describe(counts)})")
         return boxes[keep], labels[keep], difficult[keep]
 
-    def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
+    def _transformed(self, image: Any, boxes: torch.Tensor, labels: torch.Tensor, difficult: torch.Tensor,
+                     generator: RandomSource) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``self.transform`` applied; boxes normalised by the output's size, boxes left with
+        no area dropped with their labels and flags."""
+        # Labels and difficult flags travel as the two columns of one tensor, so the
+        # transforms' box dropping keeps them paired with their boxes.
+        packed = torch.stack([labels, difficult.long()], dim=1)
+        if generator is None:  # also serves transforms that take no generator
+            image, boxes, packed = self.transform(image, boxes, packed)
+        else:
+            image, boxes, packed = self.transform(image, boxes, packed, generator)
+        height, width = _image_size(image)
+        boxes = (boxes / boxes.new_tensor([width, height, width, height])).clamp_(0, 1)
+        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, packed = boxes[positive], packed[positive]
+        return image, boxes, packed[:, 0].contiguous(), packed[:, 1].bool()
+
+    def get(self, index: int, generator: RandomSource = None) -> tuple[Any, dict[str, Any]]:
+        """Item ``index`` (see the module docstring), its transform drawing from ``generator``
+        (a ``torch.Generator`` or ``numpy.random.Generator``; None: torch's global one)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
@@ -305,21 +314,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         orig_size = _image_size(image)  # (H, W); load_raw may give a PIL image, array or tensor
         boxes, labels, difficult = self._fit_to_image(served, orig_size[1], orig_size[0],
                                                       boxes, labels, difficult)
-        boxes_t = torch.from_numpy(boxes)
-        labels_t = torch.from_numpy(labels)
+        boxes_t, labels_t = torch.from_numpy(boxes), torch.from_numpy(labels)
         difficult_t = torch.from_numpy(difficult)
-        if self.transform is None:
-            out_image: Any = image
-        else:
-            # Labels and difficult flags travel as the two columns of one tensor, so the
-            # transforms' box dropping keeps them paired with their boxes.
-            packed = torch.stack([labels_t, difficult_t.long()], dim=1)
-            out_image, boxes_t, packed = self.transform(image, boxes_t, packed)
-            height, width = _image_size(out_image)
-            boxes_t = (boxes_t / boxes_t.new_tensor([width, height, width, height])).clamp_(0, 1)
-            positive = (boxes_t[:, 2] > boxes_t[:, 0]) & (boxes_t[:, 3] > boxes_t[:, 1])
-            boxes_t, packed = boxes_t[positive], packed[positive]
-            labels_t, difficult_t = packed[:, 0].contiguous(), packed[:, 1].bool()
+        if self.transform is not None:
+            image, boxes_t, labels_t, difficult_t = self._transformed(
+                image, boxes_t, labels_t, difficult_t, generator)
         target = {
             "boxes": boxes_t.to(torch.float32).contiguous(),
             "labels": labels_t.to(torch.int64),
@@ -327,7 +326,11 @@ class DetectionDataset(torch.utils.data.Dataset):
             "image_id": image_id,
             "orig_size": orig_size,
         }
-        return out_image, target
+        return image, target
+
+    def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
+        """``get(index)``: the transform draws from torch's global generator."""
+        return self.get(index)
 
     def __repr__(self) -> str:
         skipped = self.skipped

@@ -1,4 +1,5 @@
-"""Batching: ``collate`` and a DataLoader factory with reproducible augmentation."""
+"""Batching: ``collate`` and a DataLoader factory (:func:`make_loader`) whose seeded batches do not
+depend on the number of workers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .sampling import AugmentedItems, EpochSampler
 
 __all__ = ["available_cores", "collate", "default_num_workers", "make_loader", "seed_worker"]
 
@@ -64,17 +67,20 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def default_num_workers(cores: int | None = None) -> int:
-    """Worker processes :func:`make_loader` starts by default for ``cores`` (default: the
-    cores available): 0 on 1 or 2 cores, else ``min(cores - 1, 8)``.
+def default_num_workers(cores: int | None = None, step_threads: int | None = None) -> int:
+    """Worker processes started by default for ``cores`` (default: the cores available) when
+    the training step runs ``step_threads`` intra-op threads (default: torch's current count).
 
-    A worker only helps when a core would otherwise idle while the step runs. On 2 cores the
-    training step already keeps both busy (torch's intra-op threads), so a worker takes CPU
-    from the step and adds process hand-over costs: measured on the 2-core machine (see
-    docs/BENCHMARKS.md, "Data pipeline"), workers made the small model's step slower. With
-    more cores the main process keeps one core and the workers get the rest, up to 8 (see
-    ``MAX_DEFAULT_WORKERS``)."""
+    A worker only helps when a core would otherwise idle while the step runs. When the step's
+    threads leave cores free, the workers get them (at least one, at most
+    ``MAX_DEFAULT_WORKERS``): on 2 cores with a one-thread step, one worker. When the step uses
+    every core, 0 on 1 or 2 cores (a worker would take CPU from the step and add hand-over
+    costs; docs/BENCHMARKS.md, "Data pipeline", has the measurements), else ``min(cores - 1, 8)``:
+    the main process keeps one core and the workers get the rest."""
     cores = available_cores() if cores is None else int(cores)
+    threads = torch.get_num_threads() if step_threads is None else int(step_threads)
+    if threads < cores:
+        return min(cores - threads, MAX_DEFAULT_WORKERS)
     if cores <= 2:
         return 0
     return min(cores - 1, MAX_DEFAULT_WORKERS)
@@ -88,14 +94,18 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_wo
 
     ``num_workers=None`` picks :func:`default_num_workers` for the cores available. With
     workers, they persist across epochs (``persistent_workers``, default True) and each keeps
-    ``prefetch_factor`` batches ready (default 2). ``seed`` fixes the shuffling order and
-    every worker's torch RNG (which the transforms draw from when given no generator), so two
-    loaders with the same seed, dataset and ``num_workers`` yield the same augmented batches.
-    With ``num_workers=0`` the augmentation draws from the main process's global torch RNG
-    (seed it with ``torch.manual_seed``). ``worker_init_fn`` runs in each worker after ours
-    (which seeds numpy's and Python's RNGs from torch's). ``pin_memory`` pins batches when an
-    accelerator is present (it is a no-op without one). Other keyword arguments go to
-    ``DataLoader``.
+    ``prefetch_factor`` batches ready (default 2). ``pin_memory`` pins batches when an
+    accelerator is present (it is a no-op without one). ``worker_init_fn`` runs in each worker
+    after ours (which seeds numpy's and Python's RNGs from torch's). Other keyword arguments go
+    to ``DataLoader``.
+
+    ``seed``: the loader serves :class:`~ssd_ext.data.sampling.AugmentedItems` in the order of
+    an :class:`~ssd_ext.data.sampling.EpochSampler` (shuffled when ``shuffle``), so item ``i``
+    of the ``k``-th pass over the loader is augmented with the generator of ``(seed, k, i)``:
+    the batches depend on the seed alone, not on ``num_workers``, and targets get ``"index"``.
+    The workers' own RNGs are seeded from ``seed`` too. Without a seed, items are
+    ``dataset[i]`` and the transforms draw from each process's global torch RNG (a worker's
+    is seeded by DataLoader; with ``num_workers=0`` it is the main process's).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -108,8 +118,15 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_wo
     num_workers = int(num_workers)
     generator = None
     if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if "sampler" in kwargs or "batch_sampler" in kwargs:
+            raise ValueError("seed orders the items itself: pass seed or a sampler, not both")
         generator = torch.Generator()
         generator.manual_seed(int(seed))
+        dataset = AugmentedItems(dataset, int(seed))
+        kwargs["sampler"] = EpochSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=int(seed))
+        shuffle = False  # the sampler shuffles
     if num_workers > 0:
         kwargs["persistent_workers"] = True if persistent_workers is None else bool(persistent_workers)
         kwargs["prefetch_factor"] = 2 if prefetch_factor is None else int(prefetch_factor)

@@ -141,6 +141,9 @@ class SyntheticShapes(DetectionDataset):
         max_occlusion: the most of an earlier shape's box that later shapes may cover.
         seed: selects the whole set; item ``i`` depends on ``(seed, i)`` only.
         transform: see :mod:`ssd_ext.data.transforms`; ``None`` gives PIL images and pixel boxes.
+        cache: keep each rendered picture (in this process; a pickled copy, e.g. for a spawned
+            DataLoader worker, starts with an empty cache), so later epochs only pay for the
+            augmentation. Items are the same with or without it; each load returns a copy.
 
     ``image_id`` is the index.
     """
@@ -148,7 +151,7 @@ class SyntheticShapes(DetectionDataset):
     def __init__(self, num_images: int = 2000, image_size: int | tuple[int, int] = 128,
                  min_objects: int = 1, max_objects: int = 4, min_size: float = 0.2, max_size: float = 0.6,
                  max_occlusion: float = 0.35, seed: int = 0,
-                 transform: Callable[..., Any] | None = None) -> None:
+                 transform: Callable[..., Any] | None = None, cache: bool = False) -> None:
         super().__init__(("__background__", *SHAPE_CLASSES), transform)
         self.num_images = _whole_number("num_images", num_images, 0)
         if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
@@ -167,6 +170,10 @@ class SyntheticShapes(DetectionDataset):
             raise ValueError(f"need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
         self.max_occlusion = _fraction("max_occlusion", max_occlusion)
         self.seed = _whole_number("seed", seed, 0)
+        if not isinstance(cache, bool):
+            raise ValueError(f"cache must be True or False, got {cache!r}")
+        self.cache = cache
+        self._rendered: dict[int, tuple[Image.Image, np.ndarray, np.ndarray]] = {}
 
     # The demo's splits: (num_images, seed); distinct seeds make them disjoint.
     DEMO_SPLITS: dict[str, tuple[int, int]] = {"train": (2000, 0), "val": (200, 1), "test": (200, 2)}
@@ -223,10 +230,23 @@ class SyntheticShapes(DetectionDataset):
         return (image, np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                 np.asarray(labels, dtype=np.int64).reshape(-1))
 
-    def load_raw(self, index: int):
-        image, boxes, labels = self.render(index)
+    def load_raw(self, index: int) -> tuple[Image.Image, np.ndarray, np.ndarray, np.ndarray, int]:
+        """``(RGB image, boxes [G, 4] pixels, labels [G], difficult [G] all False, index)``."""
+        if not self.cache:
+            image, boxes, labels = self.render(index)
+        else:
+            if index not in self._rendered:
+                self._rendered[index] = self.render(index)
+            image, boxes, labels = self._rendered[index]
+            image = image.copy()  # the caller may draw on it
         return image, boxes, labels, np.zeros(len(labels), dtype=bool), index
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_rendered"] = {}  # each process renders (and keeps) its own pictures
+        return state
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_images={self.num_images}, image_size={self.image_size}, "
-                f"objects={self.min_objects}..{self.max_objects}, seed={self.seed})")
+                f"objects={self.min_objects}..{self.max_objects}, seed={self.seed}, "
+                f"cache={self.cache})")

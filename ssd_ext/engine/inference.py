@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..data.images import expand_image_paths, read_image, to_rgb_array
+from ..data.images import expand_image_entries, read_image, to_rgb_array
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..data.visualize import draw_boxes
 
@@ -250,24 +250,13 @@ def _file_result(path: str, output: str, image: Image.Image, detection: dict[str
                             "label": int(label), "name": name} for box, score, label, name in found]}
 
 
-def _ordered_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str | dict[str, str]]:
-    """Picture files (str) and failures (``{"path", "error"}``), each where its input stood."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    entries: list[str | dict[str, str]] = []
-    for entry in paths:
-        files, failures = expand_image_paths([entry])
-        entries += [*files, *failures]
-    return entries
-
-
 def detect_to_files(paths: Iterable[str | os.PathLike] | str | os.PathLike, detector: Any,
                     out_dir: str | os.PathLike, *, progress: bool = False,
                     json_name: str = "detections.json") -> list[dict[str, Any]]:
     """Detect objects in pictures and write one PNG per picture (boxes, names and scores drawn)
     and one JSON of every detection to ``out_dir`` (what ``ssd detect`` does).
 
-    ``paths``: picture files and/or folders (:func:`ssd_ext.data.images.expand_image_paths`).
+    ``paths``: picture files and/or folders (:func:`ssd_ext.data.images.expand_image_entries`).
     ``detector``: a :class:`Detector` (or anything with its call, ``batch_size``,
     ``class_names`` and ``score_threshold``). ``out_dir`` is created when missing; pictures are
     named after the inputs (``<stem>.png``, ``<stem>_2.png`` on a clash; never an input file).
@@ -281,7 +270,7 @@ def detect_to_files(paths: Iterable[str | os.PathLike] | str | os.PathLike, dete
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
         raise ValueError(f"cannot create output folder {out_dir!r}: {error.strerror or error}") from None
-    entries = _ordered_inputs(paths)
+    entries = expand_image_entries(paths)
     results: list[dict[str, Any]] = [e if isinstance(e, dict) else {} for e in entries]
     files = [(slot, e) for slot, e in enumerate(entries) if isinstance(e, str)]
     inputs, used = {os.path.realpath(path) for _, path in files}, set()
