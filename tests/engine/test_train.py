@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_short_run_loss_falls_and_beats_untrained_model(tmp_path):
-    config = tiny_config(tmp_path / "run", schedule__epochs=8, optim__lr=4e-3, eval__at_end=True,
+    # 16 epochs: over training seeds 0-4 the test split's AP50 ends at 0.12-0.24, well clear of
+    # the margin below (8 epochs ended at 0.02-0.14, too close to it).
+    config = tiny_config(tmp_path / "run", schedule__epochs=16, optim__lr=4e-3, eval__at_end=True,
                          eval__num_pictures=1)
     config.data.synthetic.train_images = 96
     config.data.synthetic.max_objects = 2
