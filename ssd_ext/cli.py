@@ -305,6 +305,15 @@ def _add_detect_parser(commands: Any) -> None:
     parser.set_defaults(func=cmd_detect)
 
 
+def _add_ablate_parser(commands: Any) -> None:
+    from ssd_ext.engine.ablation import add_ablate_arguments, cmd_ablate
+
+    parser = commands.add_parser("ablate", help="train design variants over seeds and tabulate them "
+                                 "(the SSD paper's analysis, or your own study)")
+    add_ablate_arguments(parser)
+    parser.set_defaults(func=cmd_ablate)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssd", description="SSD detectors: train, evaluate, detect.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -319,13 +328,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_synth_arguments(synth, with_layout=True)
     _add_synth_arguments(commands.add_parser("synth-voc", help="alias of 'data synth --layout voc'"),
                          with_layout=False)
+    _add_ablate_parser(commands)
     commands.add_parser("bench", help="the op benchmark (options: ssd bench --help)", add_help=False)
-    from ssd_ext.engine.ablation import add_ablate_arguments, cmd_ablate
-
-    ablate = commands.add_parser("ablate", help="train variants of a config over seeds and tabulate them "
-                                 "(the SSD paper's analysis: --study paper)")
-    add_ablate_arguments(ablate)
-    ablate.set_defaults(func=cmd_ablate)
     info = commands.add_parser("info", help="version, build, devices, models and presets")
     info.set_defaults(func=cmd_info)
     return parser
