@@ -2,9 +2,9 @@
 
 Depthwise-separable stages (MobileNet-style, BatchNorm + ReLU) give feature maps of
 20x20 (stride 8), 10x10, 5x5, 3x3 and 1x1 at 160 px, matching the ``SSD_SMALL_160`` preset.
-About 0.22 M parameters in the backbone (0.9 M with 21-class heads); meant for the synthetic
-shapes set and for tests, not for VOC/COCO accuracy. (A throwaway check, 300 steps of batch 16
-on a 3-class shapes set, reached 0.84 AP50 in about 20 minutes on a heavily shared 2-core CPU.)
+About 0.22 M parameters in the backbone at width 32 (0.9 M with 21-class heads); meant for the
+synthetic shapes set and for tests, not for VOC/COCO accuracy (docs/BENCHMARKS.md, "Training
+the demo", has what it reaches).
 """
 
 from __future__ import annotations
