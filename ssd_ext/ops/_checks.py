@@ -112,6 +112,16 @@ def promote_floats(*tensors: Tensor) -> list[Tensor]:
     return [tensor.to(dtype) for tensor in tensors]
 
 
+def real_to_float(value: numbers.Real, name: str, expected: str) -> float:
+    """``float(value)`` of a real number; an int (or Fraction) too large for a float, such as
+    ``10**400``, is a ValueError naming `name` and saying what was `expected` (Python's own
+    OverflowError names nothing)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be {expected}, got {value!r} (too large for a float)") from None
+
+
 def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[float, float]:
     """Two positive finite floats (centre variance, size variance): a sequence of two real
     numbers (Python or numpy numbers, or a 2-element tensor); strings, bools and other
@@ -125,7 +135,7 @@ def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[
     for value in variances:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{expected}, got {variances!r} (an element of type {type(value).__name__})")
-    values = tuple(float(v) for v in variances)
+    values = tuple(real_to_float(v, name, "positive and finite") for v in variances)
     if len(values) != 2:
         raise ValueError(f"{name} must have two values (centre, size), got {variances!r}")
     if not all(v > 0 and v != float("inf") for v in values):
@@ -189,7 +199,7 @@ def threshold_value(value: object, name: str) -> float:
     """A real number in [0, 1] (bool and NaN rejected; numpy scalars accepted)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    value = float(value)
+    value = real_to_float(value, name, "in [0, 1]")
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value

@@ -7,6 +7,7 @@ reference give the same labels.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -42,7 +43,7 @@ def _invalid_rows(boxes: Tensor, labels: Tensor, num_classes: int | None) -> Ten
     finite = torch.isfinite(boxes).all(dim=1)
     positive_size = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     label_ok = labels >= 1
-    if num_classes is not None:
+    if num_classes is not None and num_classes < 2**63:  # larger bounds no int64 label
         label_ok &= labels < num_classes
     return ~(finite & positive_size & label_ok)
 
@@ -98,8 +99,14 @@ def match(
         )
     if invalid not in ("raise", "drop"):
         raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+            raise TypeError(f"num_classes must be an int >= 2 (it counts the background) or None, "
+                            f"got {type(num_classes).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2 (it counts the background), "
+                             f"got {num_classes!r}")
+        num_classes = int(num_classes)
     iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
     if iou_threshold == 0.0:
         raise ValueError("iou_threshold must be in (0, 1], got 0.0 (every prior would be positive)")
