@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+_INT64_MAX = 2**63 - 1
+
 
 def require_tensor(value: object, name: str) -> Tensor:
     if not isinstance(value, Tensor):
@@ -183,6 +185,18 @@ def check_variance_values(variance_center: float, variance_size: float) -> None:
         raise ValueError(f"variances must be positive and finite, got ({variance_center}, {variance_size})")
 
 
+def check_byte_count(what: str, sizes: Sequence[int], dtype: torch.dtype) -> None:
+    """The byte-count half of C++ check_allocation, for the fakes: a ValueError when an output of
+    `sizes` and `dtype` would need 2**63 bytes or more (torch's own error for that is a
+    RuntimeError naming no argument). The other half, the machine's memory, stays in C++: a
+    fake allocates nothing."""
+    needed = dtype.itemsize
+    for size in sizes:  # C++ multiplies in this order and checks every partial product
+        needed *= size
+        if needed > _INT64_MAX:
+            raise ValueError(f"{what} of shape {list(sizes)} ({dtype}) would need more than 2^63 bytes")
+
+
 INT32_MAX = 2**31 - 1
 
 
@@ -190,9 +204,6 @@ def check_int32_rows(count: int, name: str, what: str = "rows") -> None:
     """The kernels keep these indices in int32 scratch buffers."""
     if count >= INT32_MAX:
         raise ValueError(f"{name} has {count} {what}; at most {INT32_MAX - 1} are supported")
-
-
-_INT64_MAX = 2**63 - 1
 
 
 def threshold_value(value: object, name: str) -> float:

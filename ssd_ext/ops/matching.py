@@ -191,6 +191,9 @@ def _check_match_args(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, p
     _checks.check_variance_values(variance_center, variance_size)
     _checks.check_int32_rows(priors.shape[0], "priors")
     _checks.check_int32_rows(gt_boxes.shape[0], "gt_boxes")
+    _checks.check_byte_count("match: the loc_targets output [B, P, 4] (B + 1 = gt_offsets.size(0), "
+                             "P = priors.size(0))", (gt_offsets.shape[0] - 1, priors.shape[0], 4),
+                             priors.dtype)
 
 
 @torch.library.register_fake("ssd_ext::match")

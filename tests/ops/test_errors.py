@@ -101,6 +101,9 @@ RAW_CASES: dict[str, Case] = {
     "box_iou-float8": Case("box_iou", _iou(lambda: _z(3, 4, dtype=torch.float8_e4m3fn),
                                            lambda: _z(2, 4, dtype=torch.float8_e4m3fn)), TypeError),
     "box_iou-mixed-dtype": Case("box_iou", _iou(lambda: _z(3, 4), lambda: _z(2, 4, dtype=F64)), TypeError),
+    # 2**40 x 2**40 expanded rows: the output's byte count is past 2**63 (inputs take no memory).
+    "box_iou-output-past-2**63-bytes": Case("box_iou", _iou(lambda: _boxes(1).expand(2**40, 4),
+                                                            lambda: _boxes(1).expand(2**40, 4)), ValueError),
     "box_iou-bad-shape-and-dtype": Case("box_iou", _iou(lambda: _z(3, 5, dtype=I32), lambda: _z(2, 4)),
                                         ValueError),
     # encode / decode
@@ -150,6 +153,10 @@ RAW_CASES: dict[str, Case] = {
     "match-iou-nan": Case("match", _match(iou=NAN), ValueError),
     "match-variance-0": Case("match", _match(vc=0.0), ValueError),
     "match-variance-inf": Case("match", _match(vs=INF), ValueError),
+    "match-output-past-2**63-bytes": Case("match", _match(
+        boxes=lambda: _z(0, 4), labels=lambda: torch.zeros(0, dtype=I64),
+        offsets=lambda: torch.zeros(1, dtype=I64).expand(2**40 + 1),
+        priors=lambda: _priors(1).expand(2**30, 4)), ValueError),
     # hard_negative_mining
     "mining-loss-int": Case("hard_negative_mining", _mining(loss=lambda: _z(2, 5, dtype=I64)), TypeError),
     "mining-loss-3d": Case("hard_negative_mining", _mining(loss=lambda: _z(2, 5, 1)), ValueError),
@@ -172,6 +179,7 @@ RAW_CASES: dict[str, Case] = {
     "detect-candidates-negative": Case("detect", _detect(candidates=-1), ValueError),
     "detect-max-detections-negative": Case("detect", _detect(max_det=-1), ValueError),
     "detect-variance-nan": Case("detect", _detect(vc=NAN), ValueError),
+    "detect-max-detections-2**62": Case("detect", _detect(max_det=2**62), ValueError),
     # prior_boxes (no tensor argument: the meta run passes device="meta")
     "priors-ratio-counts-wrap-int64": Case("prior_boxes", _prior_args(
         fmaps=(2, 2) * 4, mins=(30.0,) * 4, maxes=(), ratios=(), counts=(2**62,) * 4), ValueError),
