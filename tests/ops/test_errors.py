@@ -1,10 +1,10 @@
 """Bad input to every op, raw and wrapped: a ValueError/TypeError naming the argument, never a
-crash, an out-of-bounds read or uninitialised output (issue 12, items 1, 7, 8 and 11).
+crash, an out-of-bounds read or uninitialised output.
 
-`RAW_CASES` is the table of item 11: for each op and each bad-input case, the C++ kernel (eager
-CPU), the fake kernel (meta tensors) and torch.compile(fullgraph=True) raise the same exception
-type. The fakes mirror the C++ checks (`_check_<op>_args` beside each fake, in the order of
-csrc/ops/<stem>_checks.h); a precondition added to C++ and not to the fake fails here.
+`RAW_CASES`: for each op and each bad-input case, the C++ kernel (eager CPU), the fake kernel
+(meta tensors) and torch.compile(fullgraph=True) raise the same exception type. The fakes mirror
+the C++ checks (`_check_<op>_args` beside each fake, in the order of csrc/ops/<stem>_checks.h);
+a precondition added to C++ and not to the fake fails here.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def test_every_op_has_bad_input_cases():
 
 
 # ---------------------------------------------------------------------------------------
-# Item 7: one meta tensor among CPU tensors reaches the fake kernel (the Meta dispatch key
+# One meta tensor among CPU tensors reaches the fake kernel (the Meta dispatch key
 # wins); it must be a device error, not an uninitialised CPU tensor.
 
 def _valid_raw_calls() -> dict[str, tuple]:
@@ -318,7 +318,7 @@ def test_valid_raw_calls_run(op):
 
 
 # ---------------------------------------------------------------------------------------
-# Item 8: errors that name the argument, what was expected and what came.
+# Errors of the wrappers that name the argument, what was expected and what came.
 
 PRIORS5 = _priors(5)
 
