@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 import ssd_ext
-from benchmarks.harness import cpu_name
+from ssd_ext.bench.harness import cpu_name
 from ssd_ext.data import SHAPE_CLASSES, SyntheticShapes, VOCDetection, make_loader, train_transform, write_voc
 from ssd_ext.data.loader import available_cores, default_num_workers
 from ssd_ext.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose, ToFloatImage

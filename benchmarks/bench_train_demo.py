@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import cpu_name
+from ssd_ext.bench.harness import cpu_name
 
 
 def _load() -> str:
