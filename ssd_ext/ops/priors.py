@@ -143,10 +143,9 @@ def prior_boxes(
     # The kernels' size rules, checked here on Python ints: a side past int64 (2**64) never
     # reaches the op's schema, and an output past memory is named by the argument it comes from.
     count = _checked_prior_count(fmaps, image, maxes, ratio_counts, flat_steps, offset)
-    if not torch.compiler.is_compiling():  # (while tracing, the fake kernel checks the memory)
-        _check_prior_memory(fmaps, count, out_dtype, resolved_device)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():  # the fake kernel checks the memory while tracing
         return _prior_boxes_op(args, resolved_device)
+    _check_prior_memory(fmaps, count, out_dtype, resolved_device)
     key = (*args, resolved_device)
     cached = _CACHE.get(key)
     if cached is None:
