@@ -46,7 +46,8 @@ start=$(date +%s)
   tail -n 40 "$scratch/build.log" >&2; echo "sanitize.sh: build failed" >&2; exit 1; }
 echo "sanitize.sh: instrumented build in $(( $(date +%s) - start )) s ($scratch)"
 
-# Runs a command the way the tests run: the sanitizer runtimes preloaded, every report fatal.
+# Runs a command the way the tests run: the sanitizer runtimes preloaded, every report fatal
+# (the process stops with a non-zero status after printing it to stderr).
 sanitized() {
   LD_PRELOAD="$libasan:$libubsan" \
   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:${ASAN_OPTIONS:-}" \
@@ -84,7 +85,9 @@ start=$(date +%s)
 cd "$scratch"
 # The slow torch.compile / opcheck tests add nothing under the sanitizers that the eager ones
 # do not (the kernels run the same), but they are kept: the command line decides.
+# --capture=sys: pytest's default captures file descriptor 2, and a report written there by a
+# process that then aborts would be lost; this way it reaches the console (a later -s wins).
 status=0
-sanitized "$python" -m pytest "$@" || status=$?
+sanitized "$python" -m pytest --capture=sys "$@" || status=$?
 echo "sanitize.sh: tests finished in $(( $(date +%s) - start )) s with status $status"
 exit $status
