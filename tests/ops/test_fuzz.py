@@ -419,6 +419,16 @@ def _variances_ok(*values: float) -> bool:
     return len(values) == 2 and all(v > 0 and math.isfinite(v) for v in values)
 
 
+def _invalid_box_iou(args: list) -> set[str]:
+    boxes1, boxes2 = args
+    invalid: set[str] = set()
+    _check_box(invalid, boxes1, "boxes1", 2)
+    _check_box(invalid, boxes2, "boxes2", 2)
+    _check_same(invalid, "device", ("boxes1", boxes1), ("boxes2", boxes2))
+    _check_same(invalid, "dtype", ("boxes1", boxes1), ("boxes2", boxes2))
+    return invalid
+
+
 def _invalid_coding(args: list, first_name: str) -> set[str]:
     first, priors, variances = args
     invalid: set[str] = set()
@@ -524,7 +534,7 @@ def _invalid_detect(args: list) -> set[str]:
 
 
 RAW_RULES = {
-    "box_iou": lambda args: _invalid_box_iou(args),
+    "box_iou": _invalid_box_iou,
     "encode": lambda args: _invalid_coding(args, "boxes"),
     "decode": lambda args: _invalid_coding(args, "loc"),
     "nms": lambda args: _invalid_nms(args, batched=False),
@@ -533,16 +543,6 @@ RAW_RULES = {
     "hard_negative_mining": _invalid_mining,
     "detect": _invalid_detect,
 }
-
-
-def _invalid_box_iou(args: list) -> set[str]:
-    boxes1, boxes2 = args
-    invalid: set[str] = set()
-    _check_box(invalid, boxes1, "boxes1", 2)
-    _check_box(invalid, boxes2, "boxes2", 2)
-    _check_same(invalid, "device", ("boxes1", boxes1), ("boxes2", boxes2))
-    _check_same(invalid, "dtype", ("boxes1", boxes1), ("boxes2", boxes2))
-    return invalid
 
 
 def _memory_bytes(device: torch.device) -> int:
