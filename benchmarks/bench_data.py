@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 from ssd_reference import transforms as reference_transforms  # noqa: E402
 
 import ssd_ext  # noqa: E402
-from benchmarks.harness import cpu_name  # noqa: E402
+from ssd_ext.bench.harness import cpu_name  # noqa: E402
 from ssd_ext.data import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -65,8 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 
 import ssd_ext  # noqa: E402
-from benchmarks.harness import cpu_name  # noqa: E402
 from ssd_ext import ops  # noqa: E402
+from ssd_ext.bench.harness import cpu_name  # noqa: E402
 from ssd_ext.data import SyntheticShapes, make_loader, train_transform  # noqa: E402
 from ssd_ext.engine import MultiBoxLoss  # noqa: E402
 from ssd_ext.models import build_model  # noqa: E402

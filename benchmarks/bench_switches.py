@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.harness import cpu_name, time_interleaved
+from ssd_ext.bench.harness import cpu_name, time_interleaved
 from ssd_ext.models import build_model
 
 _LEVELS = {"ssd300": 6, "ssd512": 7, "ssd_small": 5, "rfb300": 6, "rfb512": 7, "rfb_small": 5}

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import cpu_name
+from ssd_ext.bench.harness import cpu_name
 
 GOAL_AP, GOAL_AP50, GOAL_SECONDS = 0.75, 0.98, 300.0
 

@@ -11,7 +11,7 @@
 #
 # Any ASan report (out-of-bounds, use-after-free, ...) or UBSan report (signed overflow, bad
 # shift, misaligned or null access, out-of-range float-to-int, ...) aborts the run with a
-# non-zero status. Python and torch themselves are not instrumented: libasan is preloaded so
+# non-zero status; two canaries check that before the tests run. Python and torch themselves are not instrumented: libasan is preloaded so
 # that the instrumented extension can load into a normal interpreter; leak checking is off
 # because the interpreter keeps its allocations until exit.
 set -euo pipefail
@@ -46,6 +46,38 @@ start=$(date +%s)
   tail -n 40 "$scratch/build.log" >&2; echo "sanitize.sh: build failed" >&2; exit 1; }
 echo "sanitize.sh: instrumented build in $(( $(date +%s) - start )) s ($scratch)"
 
+# Runs a command the way the tests run: the sanitizer runtimes preloaded, every report fatal
+# (the process stops with a non-zero status after printing it to stderr).
+sanitized() {
+  LD_PRELOAD="$libasan:$libubsan" \
+  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:${ASAN_OPTIONS:-}" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
+  PYTHONPATH="$scratch:$scratch/python" \
+    nice "$@"
+}
+
+# Canaries: a heap overflow and a signed overflow, built with the same flags and called from
+# Python as the kernels are, must each stop the process with a report. If one runs to the end,
+# a finding in the kernels could pass unnoticed, so the run fails here.
+canary="$scratch/canary"
+mkdir -p "$canary"
+cat > "$canary/canary.c" <<'C_SOURCE'
+#include <stdlib.h>
+int heap_overflow(void) { volatile char *p = malloc(8); p[8] = 1; int v = p[0]; free((void *)p); return v; }
+int signed_overflow(int x) { return x + 1; }
+C_SOURCE
+# shellcheck disable=SC2086  # $sanitizers is a list of flags
+"$compiler" -x c -shared -fPIC $sanitizers -O0 -g -o "$canary/libcanary.so" "$canary/canary.c"
+for call in "heap_overflow()" "signed_overflow(2147483647)"; do
+  if sanitized "$python" -c "import ctypes; ctypes.CDLL('$canary/libcanary.so').$call" 2> "$canary/report.txt" \
+      || ! grep -q -e "ERROR: AddressSanitizer" -e "runtime error" "$canary/report.txt"; then
+    cat "$canary/report.txt" >&2
+    echo "sanitize.sh: the canary $call was not stopped by a sanitizer report; findings would not fail" >&2
+    exit 1
+  fi
+done
+echo "sanitize.sh: canaries stopped by ASan and UBSan, as a finding in the kernels would be"
+
 if [[ $# -eq 0 ]]; then
   set -- tests/ops -q -x -p no:cacheprovider
 fi
@@ -53,11 +85,9 @@ start=$(date +%s)
 cd "$scratch"
 # The slow torch.compile / opcheck tests add nothing under the sanitizers that the eager ones
 # do not (the kernels run the same), but they are kept: the command line decides.
+# --capture=sys: pytest's default captures file descriptor 2, and a report written there by a
+# process that then aborts would be lost; this way it reaches the console (a later -s wins).
 status=0
-LD_PRELOAD="$libasan:$libubsan" \
-ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:${ASAN_OPTIONS:-}" \
-UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
-PYTHONPATH="$scratch:$scratch/python" \
-  nice "$python" -m pytest "$@" || status=$?
+sanitized "$python" -m pytest --capture=sys "$@" || status=$?
 echo "sanitize.sh: tests finished in $(( $(date +%s) - start )) s with status $status"
 exit $status

@@ -249,11 +249,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(argv: Sequence[str]) -> int:
-    try:
-        from benchmarks import bench_ops
-    except ImportError:
-        raise UsageError("ssd bench runs the op benchmark of the source tree (benchmarks/bench_ops.py); "
-                         "run it from the repository root") from None
+    from ssd_ext.bench import bench_ops  # installed with the package; imports the cases lazily
+
     return int(bench_ops.main(list(argv)) or 0)
 
 

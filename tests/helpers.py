@@ -1,13 +1,17 @@
-"""What several test files share: the devices to test on, reference tolerances, random boxes,
-a few optimiser steps on one batch, and the check that head outputs follow the prior order.
+"""What several test files share: the devices to test on, reference tolerances, random inputs
+(boxes, scores, head outputs, mining problems, SSD300/SSD512 priors), detection comparison, a
+few optimiser steps on one batch, and the check that head outputs follow the prior order.
 
 Test files import these by name (``from helpers import DEVICES``); ``conftest.py`` only holds
-fixtures.
+fixtures, and test files never import from each other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+import ssd_reference as ref
 import torch
 from ssd_reference.testing import random_boxes, random_priors
 from torch import Tensor, nn
@@ -15,8 +19,11 @@ from torch import Tensor, nn
 import ssd_ext
 from ssd_ext.engine import MultiBoxLoss
 
-__all__ = ["CUDA_AVAILABLE", "DEVICES", "assert_close_to_reference", "check_head_order", "overfit_losses",
-           "random_boxes", "random_priors"]
+__all__ = [
+    "CUDA_AVAILABLE", "DEVICES", "SMALL_PRIORS", "assert_close_to_reference", "assert_same_detections",
+    "check_head_order", "cuda_only", "flat_tensors", "head_outputs", "mining_problem", "overfit_losses",
+    "random_boxes", "random_ground_truth", "random_priors", "seeded", "ssd_priors", "unique_scores",
+]
 
 CUDA_AVAILABLE = torch.cuda.is_available() and ssd_ext._C.cuda_compiled()
 
@@ -24,6 +31,100 @@ CUDA_AVAILABLE = torch.cuda.is_available() and ssd_ext._C.cuda_compiled()
 # is not generated at all otherwise, so nothing skips silently: `python -m ssd_ext info`
 # and tests/test_build.py say which devices were covered.
 DEVICES = ["cpu"] + (["cuda"] if CUDA_AVAILABLE else [])
+
+
+def cuda_only(test: Callable) -> Callable:
+    """Marked `cuda`; skipped with the reason when no GPU (or no CUDA kernels) is present."""
+    skip = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device and the CUDA kernels")
+    return pytest.mark.cuda(skip(test))
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with `seed` (inputs are drawn on the CPU, then moved)."""
+    return torch.Generator().manual_seed(seed)
+
+
+def flat_tensors(value: object) -> list[Tensor]:
+    """The tensors of an op's output (a tensor, or nested tuples / lists of them), in order."""
+    if isinstance(value, Tensor):
+        return [value]
+    return [t for item in value for t in flat_tensors(item)]
+
+
+# SSD300 / SSD512 prior configurations with the default steps (image / feature map).
+SSD300_CONFIG = dict(
+    feature_map_sizes=[38, 19, 10, 5, 3, 1], image_size=300,
+    min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
+    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+)
+SSD512_CONFIG = dict(
+    feature_map_sizes=[64, 32, 16, 8, 4, 2, 1], image_size=512,
+    min_sizes=[20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8],
+    max_sizes=[51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
+    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
+)
+_SSD_PRIORS: dict[str, Tensor] = {}
+
+
+def ssd_priors(name: str) -> Tensor:
+    """The reference's priors of ``"ssd300"`` (8732) or ``"ssd512"`` (24564), built once."""
+    if name not in _SSD_PRIORS:
+        _SSD_PRIORS[name] = ref.prior_boxes(**(SSD300_CONFIG if name == "ssd300" else SSD512_CONFIG))
+    return _SSD_PRIORS[name]
+
+
+# A small SSD-like prior set: a 10x10 and a 5x5 grid with 3 shapes per cell (375 priors).
+SMALL_PRIORS = ref.prior_boxes([10, 5], 100, [20, 45], [45, 80], [[2], [2]])
+
+
+def head_outputs(batch: int, num_classes: int, seed: int, num_priors: int | None = None,
+                 dtype: torch.dtype = torch.float32, sharp: float = 3.0) -> tuple[Tensor, Tensor]:
+    """Random ``loc [B, P, 4]`` and ``conf_logits [B, P, C]`` (logits scaled by `sharp`) for
+    `num_priors` priors (default: those of SMALL_PRIORS)."""
+    generator = seeded(seed)
+    num_priors = num_priors or SMALL_PRIORS.shape[0]
+    loc = torch.randn(batch, num_priors, 4, generator=generator)
+    conf = sharp * torch.randn(batch, num_priors, num_classes, generator=generator)
+    return loc.to(dtype), conf.to(dtype)
+
+
+def random_ground_truth(counts: list[int], generator: torch.Generator, min_size: float = 0.01,
+                        max_size: float = 0.6, num_classes: int = 21) -> tuple[list[Tensor], list[Tensor]]:
+    """A batch of ground truth for ``match``: per image ``counts[i]`` valid xyxy boxes (sides in
+    [min_size, max_size]) and labels in 1..num_classes-1."""
+    boxes = [random_boxes(g, generator, min_size=min_size, max_size=max_size) for g in counts]
+    labels = [torch.randint(1, num_classes, (g,), generator=generator) for g in counts]
+    return boxes, labels
+
+
+def unique_scores(count: int, generator: torch.Generator) -> Tensor:
+    """`count` distinct scores in (0, 1), in random order: no ties."""
+    return (torch.randperm(count, generator=generator).to(torch.float32) + 1) / (count + 1)
+
+
+def mining_problem(batch: int, num_priors: int, generator: torch.Generator, positive_rate: float = 0.1,
+                   distinct_values: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(conf_loss, labels)`` of hard negative mining: losses in [0, 5) (or, with
+    `distinct_values`, that many integer values: many ties) and a `positive_rate` share of
+    labels in 1..20, the rest 0."""
+    if distinct_values is None:
+        loss = torch.rand(batch, num_priors, generator=generator) * 5
+    else:
+        loss = torch.randint(0, distinct_values, (batch, num_priors), generator=generator).float()
+    labels = torch.where(torch.rand(batch, num_priors, generator=generator) < positive_rate,
+                         torch.randint(1, 21, (batch, num_priors), generator=generator), 0)
+    return loss, labels
+
+
+def assert_same_detections(actual: list[dict], expected: list[dict], rtol: float = 1e-5,
+                           atol: float = 1e-6) -> None:
+    """Per image: the same labels in the same order, scores and boxes within the tolerance."""
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert got["labels"].dtype == torch.int64
+        assert torch.equal(got["labels"].cpu(), want["labels"])
+        assert_close_to_reference(got["scores"], want["scores"], rtol=rtol, atol=atol)
+        assert_close_to_reference(got["boxes"], want["boxes"], rtol=rtol, atol=atol)
 
 
 def assert_close_to_reference(actual: Tensor, expected: Tensor, rtol: float = 1e-5,

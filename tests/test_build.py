@@ -44,7 +44,7 @@ def test_info_command_runs():
 
 
 def test_info_states_the_cpu_parallel_backend_torch_uses():
-    # The kernels must be compiled with torch's own parallel backend (issue 10): otherwise
+    # The kernels must be compiled with torch's own parallel backend: otherwise
     # at::parallel_for runs serially whatever torch.set_num_threads says.
     info = _C.parallel_info()
     assert info["backend"] == info["torch_backend"]

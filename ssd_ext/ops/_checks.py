@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+_INT64_MAX = 2**63 - 1
+
 
 def require_tensor(value: object, name: str) -> Tensor:
     if not isinstance(value, Tensor):
@@ -112,6 +114,16 @@ def promote_floats(*tensors: Tensor) -> list[Tensor]:
     return [tensor.to(dtype) for tensor in tensors]
 
 
+def real_to_float(value: numbers.Real, name: str, expected: str) -> float:
+    """``float(value)`` of a real number; an int (or Fraction) too large for a float, such as
+    ``10**400``, is a ValueError naming `name` and saying what was `expected` (Python's own
+    OverflowError names nothing)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be {expected}, got {value!r} (too large for a float)") from None
+
+
 def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[float, float]:
     """Two positive finite floats (centre variance, size variance): a sequence of two real
     numbers (Python or numpy numbers, or a 2-element tensor); strings, bools and other
@@ -125,7 +137,7 @@ def variance_pair(variances: Sequence[float], name: str = "variances") -> tuple[
     for value in variances:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{expected}, got {variances!r} (an element of type {type(value).__name__})")
-    values = tuple(float(v) for v in variances)
+    values = tuple(real_to_float(v, name, "positive and finite") for v in variances)
     if len(values) != 2:
         raise ValueError(f"{name} must have two values (centre, size), got {variances!r}")
     if not all(v > 0 and v != float("inf") for v in values):
@@ -173,6 +185,18 @@ def check_variance_values(variance_center: float, variance_size: float) -> None:
         raise ValueError(f"variances must be positive and finite, got ({variance_center}, {variance_size})")
 
 
+def check_byte_count(what: str, sizes: Sequence[int], dtype: torch.dtype) -> None:
+    """The byte-count half of C++ check_allocation, for the fakes: a ValueError when an output of
+    `sizes` and `dtype` would need 2**63 bytes or more (torch's own error for that is a
+    RuntimeError naming no argument). The other half, the machine's memory, stays in C++: a
+    fake allocates nothing."""
+    needed = dtype.itemsize
+    for size in sizes:  # C++ multiplies in this order and checks every partial product
+        needed *= size
+        if needed > _INT64_MAX:
+            raise ValueError(f"{what} of shape {list(sizes)} ({dtype}) would need more than 2^63 bytes")
+
+
 INT32_MAX = 2**31 - 1
 
 
@@ -182,14 +206,11 @@ def check_int32_rows(count: int, name: str, what: str = "rows") -> None:
         raise ValueError(f"{name} has {count} {what}; at most {INT32_MAX - 1} are supported")
 
 
-_INT64_MAX = 2**63 - 1
-
-
 def threshold_value(value: object, name: str) -> float:
     """A real number in [0, 1] (bool and NaN rejected; numpy scalars accepted)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    value = float(value)
+    value = real_to_float(value, name, "in [0, 1]")
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value

@@ -37,12 +37,14 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def _check_box_iou_args(boxes1: Tensor, boxes2: Tensor) -> None:
-    """csrc/ops/box_iou_checks.h, for the fake kernel (the output size check is left to the
-    real kernels: a fake allocates nothing)."""
+    """csrc/ops/box_iou_checks.h, for the fake kernel (of the output size check, the byte count;
+    the machine's memory is left to the real kernels: a fake allocates nothing)."""
     _checks.check_box_tensor(boxes1, "boxes1", 2)
     _checks.check_box_tensor(boxes2, "boxes2", 2)
     _checks.same_device(("boxes1", boxes1), ("boxes2", boxes2))
     _checks.same_dtype(("boxes1", boxes1), ("boxes2", boxes2))
+    _checks.check_byte_count("box_iou: the IoU output [N, M] (N, M = boxes1.size(0), boxes2.size(0))",
+                             (boxes1.shape[0], boxes2.shape[0]), boxes1.dtype)
 
 
 @torch.library.register_fake("ssd_ext::box_iou")

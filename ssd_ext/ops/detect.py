@@ -116,8 +116,9 @@ def detect(
 def _check_detect_args(loc: Tensor, conf_logits: Tensor, priors: Tensor, score_threshold: float,
                        iou_threshold: float, candidates_per_class: int, max_detections: int,
                        variance_center: float, variance_size: float) -> None:
-    """csrc/ops/detect_checks.h, in its order, for the fake kernel (the output size check is
-    left to the real kernels: a fake allocates nothing)."""
+    """csrc/ops/detect_checks.h, in its order, for the fake kernel (of the output size checks,
+    the byte counts; the machine's memory is left to the real kernels: a fake allocates
+    nothing)."""
     _checks.check_box_tensor(loc, "loc", 3)
     _checks.check_floating(conf_logits, "conf_logits")
     if conf_logits.dim() != 3 or conf_logits.shape[:2] != loc.shape[:2]:
@@ -140,6 +141,10 @@ def _check_detect_args(loc: Tensor, conf_logits: Tensor, priors: Tensor, score_t
     _checks.check_unit_interval(iou_threshold, "iou_threshold")
     _checks.check_non_negative(candidates_per_class, "candidates_per_class")
     _checks.check_non_negative(max_detections, "max_detections")
+    _checks.check_byte_count("detect: the boxes output [B, max_detections, 4]",
+                             (loc.shape[0], max_detections, 4), loc.dtype)
+    _checks.check_byte_count("detect: the labels output [B, max_detections]", (loc.shape[0], max_detections),
+                             torch.int64)
     _checks.check_variance_values(variance_center, variance_size)
 
 

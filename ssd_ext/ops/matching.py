@@ -7,6 +7,7 @@ reference give the same labels.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -42,7 +43,7 @@ def _invalid_rows(boxes: Tensor, labels: Tensor, num_classes: int | None) -> Ten
     finite = torch.isfinite(boxes).all(dim=1)
     positive_size = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     label_ok = labels >= 1
-    if num_classes is not None:
+    if num_classes is not None and num_classes < 2**63:  # larger bounds no int64 label
         label_ok &= labels < num_classes
     return ~(finite & positive_size & label_ok)
 
@@ -98,8 +99,14 @@ def match(
         )
     if invalid not in ("raise", "drop"):
         raise ValueError(f"invalid must be 'raise' or 'drop', got {invalid!r}")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"num_classes must be an int >= 2 (it counts the background), got {num_classes!r}")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+            raise TypeError(f"num_classes must be an int >= 2 (it counts the background) or None, "
+                            f"got {type(num_classes).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2 (it counts the background), "
+                             f"got {num_classes!r}")
+        num_classes = int(num_classes)
     iou_threshold = _checks.threshold_value(iou_threshold, "iou_threshold")
     if iou_threshold == 0.0:
         raise ValueError("iou_threshold must be in (0, 1], got 0.0 (every prior would be positive)")
@@ -184,6 +191,9 @@ def _check_match_args(gt_boxes: Tensor, gt_labels: Tensor, gt_offsets: Tensor, p
     _checks.check_variance_values(variance_center, variance_size)
     _checks.check_int32_rows(priors.shape[0], "priors")
     _checks.check_int32_rows(gt_boxes.shape[0], "gt_boxes")
+    _checks.check_byte_count("match: the loc_targets output [B, P, 4] (B + 1 = gt_offsets.size(0), "
+                             "P = priors.size(0))", (gt_offsets.shape[0] - 1, priors.shape[0], 4),
+                             priors.dtype)
 
 
 @torch.library.register_fake("ssd_ext::match")

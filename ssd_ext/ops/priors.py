@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
@@ -32,7 +33,7 @@ _CACHE_SIZE = 32
 def _real(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
+    return _checks.real_to_float(value, name, "a finite real number")
 
 
 def _positive(value: object, name: str) -> float:
@@ -129,12 +130,22 @@ def prior_boxes(
 
     Results are cached by their arguments, device and dtype (the last 32); every call returns
     its own copy of the cached tensor, so callers may modify it freely.
+
+    Raises:
+        TypeError / ValueError naming the argument for input outside the above; in particular a
+        ValueError naming ``feature_map_sizes`` when the levels give more than 2**40 priors
+        (e.g. a side of 2**64, past int64) or more than the device's memory holds.
     """
     args = _normalise_prior_args(feature_map_sizes, image_size, min_sizes, max_sizes,
                                  aspect_ratios, steps, offset, clip, dtype)
     resolved_device = _device(device)
-    if torch.compiler.is_compiling():
+    fmaps, image, _, maxes, _, ratio_counts, flat_steps, offset, _, out_dtype = args
+    # The kernels' size rules, checked here on Python ints: a side past int64 (2**64) never
+    # reaches the op's schema, and an output past memory is named by the argument it comes from.
+    count = _checked_prior_count(fmaps, image, maxes, ratio_counts, flat_steps, offset)
+    if torch.compiler.is_compiling():  # the fake kernel checks the memory while tracing
         return _prior_boxes_op(args, resolved_device)
+    _check_prior_memory(fmaps, count, out_dtype, resolved_device)
     key = (*args, resolved_device)
     cached = _CACHE.get(key)
     if cached is None:
@@ -303,7 +314,18 @@ def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspec
     out_dtype = dtype or torch.float32
     if out_dtype not in _checks.SUPPORTED_FLOAT_DTYPES:
         raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {out_dtype}")
-    num_levels = len(min_sizes)
+    count = _checked_prior_count(feature_map_sizes, image_size, max_sizes, aspect_ratio_counts, steps,
+                                 offset)
+    out_device = torch.device(device or "cpu")
+    _check_prior_memory(feature_map_sizes, count, out_dtype, out_device)
+    return torch.empty((count, 4), dtype=out_dtype, device=out_device)
+
+
+def _checked_prior_count(feature_map_sizes, image_size, max_sizes, aspect_ratio_counts, steps,
+                         offset) -> int:
+    """The number of priors of prior_boxes' flat arguments (after check_prior_box_args), with
+    the checks of prior_levels (csrc/ops/priors_checks.h) that the op runs before allocating."""
+    num_levels = len(aspect_ratio_counts)
     if not steps:
         steps = []
         for level in range(num_levels):
@@ -318,8 +340,42 @@ def _prior_boxes_fake(feature_map_sizes, image_size, min_sizes, max_sizes, aspec
             per_cell += 1
         shapes_per_level.append(per_cell)
     cell_shapes = [1.0] * (2 * sum(shapes_per_level))  # sizes/image: positive once checked above
-    count = _prior_count(feature_map_sizes, steps, cell_shapes, shapes_per_level, image_size, offset)
-    return torch.empty((count, 4), dtype=out_dtype, device=device or "cpu")
+    return _prior_count(feature_map_sizes, steps, cell_shapes, shapes_per_level, image_size, offset)
+
+
+def _device_memory_bytes(device: torch.device) -> int:
+    """What a tensor on `device` can use at most: the machine's physical memory for the CPU,
+    the GPU's for CUDA; 0 (no check) for meta and devices of unknown size."""
+    if device.type == "cpu":
+        return _HOST_MEMORY_BYTES
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    return 0
+
+
+def _host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 0
+
+
+_HOST_MEMORY_BYTES = _host_memory_bytes()
+
+
+def _check_prior_memory(feature_map_sizes, count: int, dtype: torch.dtype, device: torch.device) -> None:
+    """The ``[count, 4]`` priors fit in the memory of `device` (ValueError naming
+    feature_map_sizes, the bytes and the memory otherwise). The C++ op checks the CPU case
+    too, in terms of its output; this states it in terms of the argument to change."""
+    available = _device_memory_bytes(device)
+    needed = count * 4 * dtype.itemsize
+    if available and needed > available:
+        pairs = [tuple(feature_map_sizes[k:k + 2]) for k in range(0, len(feature_map_sizes), 2)]
+        raise ValueError(
+            f"feature_map_sizes {pairs} give {count} priors: the priors [P, 4] ({dtype}) needs {needed} "
+            f"bytes ({needed / 2**30:.1f} GiB), more than the {available / 2**30:.1f} GiB of memory of "
+            f"{'this machine' if device.type == 'cpu' else device}"
+        )
 
 
 @torch.library.register_fake("ssd_ext::_prior_boxes_out")
@@ -331,6 +387,11 @@ def _prior_boxes_out_fake(out, feature_map_sizes, steps, cell_shapes, shapes_per
     _checks.check_floating(out, "out")
     if not out.is_contiguous():
         raise ValueError("out must be contiguous")
+
+
+# ssd_sizes builds one size per level: far past any SSD (6 or 7 levels), and a bound that keeps
+# a mistyped count (2**64) from building a list of that length.
+_MAX_SIZE_LEVELS = 1024
 
 
 def ssd_sizes(
@@ -355,10 +416,13 @@ def ssd_sizes(
     ``[30, 60, 111, 162, 213, 264]`` / ``[60, 111, 162, 213, 264, 315]`` (s_min 0.2,
     s_max 0.9, first 0.1) and SSD512's ``[35.84, 76.8, ...]`` (0.15, 0.9, first 0.07).
     ``rounding="paper"`` is the continuous ``s_k = s_min + (s_max - s_min)(k - 1)/(m - 1)``.
+    ``num_levels`` is at most 1024.
     """
     dim = min(_pair(image_size, "image_size", _positive))
     if isinstance(num_levels, bool) or not isinstance(num_levels, numbers.Integral):
         raise TypeError(f"num_levels must be an int, got {num_levels!r}")
+    if num_levels > _MAX_SIZE_LEVELS:
+        raise ValueError(f"num_levels must be at most {_MAX_SIZE_LEVELS}, got {num_levels}")
     s_min = _positive(s_min, "s_min")
     s_max = _positive(s_max, "s_max")
     if s_max < s_min:

@@ -1,4 +1,5 @@
-"""match and hard_negative_mining: the GPU-only edges of issue 13, CPU vs CUDA bit for bit.
+"""match and hard_negative_mining: the edges of the CUDA kernels (ground truth past a block,
+unordered CSR offsets, ties across chunk edges), CPU vs CUDA bit for bit.
 
 Cases that can run on the CPU (the raw op with bad offsets, more ground truths than priors)
 run there too; the CUDA comparisons are marked `cuda` and skip with the reason without a GPU.
@@ -9,23 +10,13 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import CUDA_AVAILABLE, random_boxes
-from test_matching import ssd_priors
+from helpers import cuda_only, random_boxes, random_ground_truth, seeded, ssd_priors
 
 from ssd_ext import ops
 
 
-def cuda_only(test):
-    """Marked `cuda`; skipped with the reason when no GPU (or no CUDA kernels) is present."""
-    skip = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device and the CUDA kernels")
-    return pytest.mark.cuda(skip(test))
-
-
 def crowd(counts, seed, min_size=0.01, max_size=0.6):
-    generator = torch.Generator().manual_seed(seed)
-    boxes = [random_boxes(g, generator, min_size=min_size, max_size=max_size) for g in counts]
-    labels = [torch.randint(1, 81, (g,), generator=generator) for g in counts]
-    return boxes, labels
+    return random_ground_truth(counts, seeded(seed), min_size=min_size, max_size=max_size, num_classes=81)
 
 
 def match_on(device, boxes, labels, priors, **kwargs):

@@ -1,19 +1,14 @@
-"""nms / batched_nms and box_iou: the GPU-only edges of issue 13, CPU vs CUDA bit for bit."""
+"""nms / batched_nms and box_iou: the edges of the CUDA kernels (64-box mask words, tiles of
+32 boxes, tied and NaN scores, past 65536 boxes), CPU vs CUDA bit for bit."""
 
 from __future__ import annotations
 
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import CUDA_AVAILABLE, random_boxes
+from helpers import cuda_only, random_boxes
 
 from ssd_ext import ops
-
-
-def cuda_only(test):
-    """Marked `cuda`; skipped with the reason when no GPU (or no CUDA kernels) is present."""
-    skip = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device and the CUDA kernels")
-    return pytest.mark.cuda(skip(test))
 
 
 def clustered(n: int, seed: int, levels: int | None = None):

@@ -1,14 +1,14 @@
 """Every op on CUDA beyond its own file: non-default streams, no host syncs, prior_boxes under
-CUDA-graph capture, MultiBoxLoss and model.detect at SSD300 size (issue 13). Marked `cuda`;
-skipped with the reason when no GPU (or no CUDA kernels) is present."""
+CUDA-graph capture (its tables as a kernel argument, and staged in pinned memory when too large
+for one), MultiBoxLoss and model.detect at SSD300 size. Marked `cuda`; skipped with the reason
+when no GPU (or no CUDA kernels) is present."""
 
 from __future__ import annotations
 
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import CUDA_AVAILABLE, random_boxes
-from test_matching import ssd_priors
+from helpers import CUDA_AVAILABLE, flat_tensors, random_boxes, ssd_priors
 
 from ssd_ext import ops
 from ssd_ext.engine import MultiBoxLoss
@@ -55,10 +55,6 @@ def workload():
     return run_all
 
 
-def flat(value) -> list[torch.Tensor]:
-    return list(value) if isinstance(value, tuple) else [value]
-
-
 def test_every_op_on_a_non_default_stream_equals_the_default_stream():
     run_all = workload()
     expected = run_all()
@@ -67,7 +63,7 @@ def test_every_op_on_a_non_default_stream_equals_the_default_stream():
         actual = run_all()
     stream.synchronize()
     for name, value in expected.items():
-        for want, got in zip(flat(value), flat(actual[name]), strict=True):
+        for want, got in zip(flat_tensors(value), flat_tensors(actual[name]), strict=True):
             assert torch.equal(got, want), name
 
 
@@ -101,6 +97,58 @@ def test_prior_boxes_can_be_captured_in_a_cuda_graph():
     assert torch.equal(captured, eager)
     assert torch.equal(eager.cpu(), torch.ops.ssd_ext.prior_boxes.default(
         *args, dtype=torch.float32, device=torch.device("cpu")))
+
+
+def _prior_table_args(levels: int, ratios_per_level: int) -> tuple:
+    """Flat prior_boxes arguments of `levels` levels of small feature maps, each with a max size
+    and `ratios_per_level` aspect ratios: 2 + 2 * ratios_per_level cell shapes per level. The
+    CUDA kernel takes its level table and shapes as a kernel argument up to 12 levels and 96
+    shapes (2 * levels + 2 * shapes <= 216 doubles); past that it stages them in pinned memory."""
+    fmaps = [v for level in range(levels) for v in (1 + level % 3, 2 + level % 2)]
+    mins = [20.0 + 10.0 * level for level in range(levels)]
+    maxes = [m + 15.0 for m in mins]
+    ratios = [1.5 + 0.25 * k for _ in range(levels) for k in range(ratios_per_level)]
+    steps = [v for level in range(levels) for v in (40.0 + level, 30.0 + level)]
+    return (fmaps, [300.0, 240.0], mins, maxes, ratios, [ratios_per_level] * levels, steps, 0.5, True)
+
+
+PRIOR_TABLES = {
+    "largest-inline-12-levels-96-shapes": _prior_table_args(12, 3),
+    "pinned-13-levels": _prior_table_args(13, 1),
+    "pinned-110-shapes": _prior_table_args(1, 54),
+}
+
+
+def _cuda_priors(args: tuple) -> torch.Tensor:
+    return torch.ops.ssd_ext.prior_boxes.default(*args, dtype=torch.float32, device=torch.device("cuda"))
+
+
+@pytest.mark.parametrize("name", sorted(PRIOR_TABLES))
+def test_prior_boxes_tables_of_any_size_replay_from_a_cuda_graph(name):
+    """Captured, then replayed after other pinned-memory traffic: the replay's copies read the
+    tables of the capture (pinned blocks used in a capture are kept for the graph), and the
+    result is the CPU kernel's, bit for bit."""
+    args = PRIOR_TABLES[name]
+    expected = torch.ops.ssd_ext.prior_boxes.default(*args, dtype=torch.float32, device=torch.device("cpu"))
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        _cuda_priors(args)  # warm-up outside the capture
+        with torch.cuda.graph(graph, stream=stream):
+            captured = _cuda_priors(args)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    assert torch.equal(captured.cpu(), expected)
+    captured.zero_()
+    # Other configurations staged through pinned memory in between, eagerly.
+    for other in PRIOR_TABLES.values():
+        if other is not args:
+            _cuda_priors(other)
+    torch.cuda.synchronize()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured.cpu(), expected)
 
 
 def test_multibox_loss_and_model_detect_at_ssd300_on_cuda():

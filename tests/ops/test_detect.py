@@ -5,39 +5,18 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import DEVICES, assert_close_to_reference
+from helpers import DEVICES, SMALL_PRIORS, assert_close_to_reference, assert_same_detections, head_outputs
 from ssd_reference.box_coding import cxcywh_to_xyxy
 
 from ssd_ext import ops
-
-# A small SSD-like prior set: a 10x10 and a 5x5 grid with 3 shapes per cell (375 priors).
-PRIORS = ref.prior_boxes([10, 5], 100, [20, 45], [45, 80], [[2], [2]])
-
-
-def head_outputs(batch: int, num_classes: int, seed: int, num_priors: int | None = None,
-                 dtype: torch.dtype = torch.float32, sharp: float = 3.0):
-    generator = torch.Generator().manual_seed(seed)
-    num_priors = num_priors or PRIORS.shape[0]
-    loc = torch.randn(batch, num_priors, 4, generator=generator)
-    conf = sharp * torch.randn(batch, num_priors, num_classes, generator=generator)
-    return loc.to(dtype), conf.to(dtype)
-
-
-def assert_same_detections(actual, expected, rtol=1e-5, atol=1e-6):
-    assert len(actual) == len(expected)
-    for got, want in zip(actual, expected, strict=True):
-        assert got["labels"].dtype == torch.int64
-        assert torch.equal(got["labels"].cpu(), want["labels"])
-        assert_close_to_reference(got["scores"], want["scores"], rtol=rtol, atol=atol)
-        assert_close_to_reference(got["boxes"], want["boxes"], rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("num_classes", [21, 81])
 @pytest.mark.parametrize("batch", [1, 4])
 def test_matches_reference(device, num_classes, batch):
     loc, conf = head_outputs(batch, num_classes, seed=num_classes + batch)
-    expected = ref.detect(loc, conf, PRIORS)
-    actual = ops.detect(loc.to(device), conf.to(device), PRIORS.to(device))
+    expected = ref.detect(loc, conf, SMALL_PRIORS)
+    actual = ops.detect(loc.to(device), conf.to(device), SMALL_PRIORS.to(device))
     assert_same_detections(actual, expected)
     assert any(len(d["scores"]) > 0 for d in expected)
 
@@ -56,8 +35,8 @@ def test_matches_reference(device, num_classes, batch):
 )
 def test_parameters_match_reference(device, kwargs):
     loc, conf = head_outputs(2, 6, seed=7)
-    expected = ref.detect(loc, conf, PRIORS, **kwargs)
-    actual = ops.detect(loc.to(device), conf.to(device), PRIORS.to(device), **kwargs)
+    expected = ref.detect(loc, conf, SMALL_PRIORS, **kwargs)
+    actual = ops.detect(loc.to(device), conf.to(device), SMALL_PRIORS.to(device), **kwargs)
     assert_same_detections(actual, expected)
 
 
@@ -101,8 +80,8 @@ def test_nan_rules(device):
     loc, conf = head_outputs(2, 4, seed=3)
     conf[0, :50] = float("nan")   # these priors score NaN in every class: never detected
     loc[1, :50, 0] = float("nan")  # NaN boxes: detected by score, overlap nothing
-    expected = ref.detect(loc, conf, PRIORS)
-    actual = ops.detect(loc.to(device), conf.to(device), PRIORS.to(device))
+    expected = ref.detect(loc, conf, SMALL_PRIORS)
+    actual = ops.detect(loc.to(device), conf.to(device), SMALL_PRIORS.to(device))
     assert_same_detections(actual, expected)
     assert not torch.isnan(actual[0]["scores"]).any()
     assert torch.isnan(actual[1]["boxes"]).any()
@@ -111,8 +90,8 @@ def test_nan_rules(device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
 def test_other_dtypes(device, dtype):
     loc, conf = head_outputs(2, 5, seed=4, dtype=dtype)
-    expected = ref.detect(loc, conf, PRIORS.to(dtype))
-    actual = ops.detect(loc.to(device), conf.to(device), PRIORS.to(device, dtype))
+    expected = ref.detect(loc, conf, SMALL_PRIORS.to(dtype))
+    actual = ops.detect(loc.to(device), conf.to(device), SMALL_PRIORS.to(device, dtype))
     assert actual[0]["boxes"].dtype == dtype and actual[0]["scores"].dtype == dtype
     tolerance = 1e-5 if dtype == torch.float64 else 1e-3
     assert_same_detections(actual, expected, rtol=tolerance, atol=tolerance)
@@ -120,8 +99,8 @@ def test_other_dtypes(device, dtype):
 
 def test_padded_output(device):
     loc, conf = head_outputs(3, 4, seed=5)
-    boxes, scores, labels, counts = ops.detect_padded(loc.to(device), conf.to(device), PRIORS.to(device),
-                                                      max_detections=50)
+    boxes, scores, labels, counts = ops.detect_padded(loc.to(device), conf.to(device),
+                                                      SMALL_PRIORS.to(device), max_detections=50)
     assert boxes.shape == (3, 50, 4) and scores.shape == (3, 50) and labels.shape == (3, 50)
     assert counts.dtype == torch.int64 and counts.shape == (3,)
     for image, count in enumerate(counts.tolist()):
@@ -131,7 +110,7 @@ def test_padded_output(device):
 
 def test_empty_inputs(device):
     empty = ops.detect(torch.zeros(0, 5, 4, device=device), torch.zeros(0, 5, 3, device=device),
-                       PRIORS[:5].to(device))
+                       SMALL_PRIORS[:5].to(device))
     assert empty == []
     no_priors = ops.detect(torch.zeros(2, 0, 4, device=device), torch.zeros(2, 0, 3, device=device),
                            torch.zeros(0, 4, device=device))
@@ -174,6 +153,6 @@ def test_kernel_checks_reach_python_as_value_errors():
 def test_cpu_and_cuda_agree():
     # Identical decisions on every device present (CPU only: trivially the CPU result).
     loc, conf = head_outputs(2, 21, seed=10)
-    results = [ops.detect(loc.to(d), conf.to(d), PRIORS.to(d)) for d in DEVICES]
+    results = [ops.detect(loc.to(d), conf.to(d), SMALL_PRIORS.to(d)) for d in DEVICES]
     for other in results[1:]:
         assert_same_detections(other, [{k: v.cpu() for k, v in d.items()} for d in results[0]])

@@ -1,10 +1,10 @@
 """Bad input to every op, raw and wrapped: a ValueError/TypeError naming the argument, never a
-crash, an out-of-bounds read or uninitialised output (issue 12, items 1, 7, 8 and 11).
+crash, an out-of-bounds read or uninitialised output.
 
-`RAW_CASES` is the table of item 11: for each op and each bad-input case, the C++ kernel (eager
-CPU), the fake kernel (meta tensors) and torch.compile(fullgraph=True) raise the same exception
-type. The fakes mirror the C++ checks (`_check_<op>_args` beside each fake, in the order of
-csrc/ops/<stem>_checks.h); a precondition added to C++ and not to the fake fails here.
+`RAW_CASES`: for each op and each bad-input case, the C++ kernel (eager CPU), the fake kernel
+(meta tensors) and torch.compile(fullgraph=True) raise the same exception type. The fakes mirror
+the C++ checks (`_check_<op>_args` beside each fake, in the order of csrc/ops/<stem>_checks.h);
+a precondition added to C++ and not to the fake fails here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import DEVICES
+from helpers import CUDA_AVAILABLE, DEVICES
 
 from ssd_ext import ops
 
@@ -101,6 +101,9 @@ RAW_CASES: dict[str, Case] = {
     "box_iou-float8": Case("box_iou", _iou(lambda: _z(3, 4, dtype=torch.float8_e4m3fn),
                                            lambda: _z(2, 4, dtype=torch.float8_e4m3fn)), TypeError),
     "box_iou-mixed-dtype": Case("box_iou", _iou(lambda: _z(3, 4), lambda: _z(2, 4, dtype=F64)), TypeError),
+    # 2**40 x 2**40 expanded rows: the output's byte count is past 2**63 (inputs take no memory).
+    "box_iou-output-past-2**63-bytes": Case("box_iou", _iou(lambda: _boxes(1).expand(2**40, 4),
+                                                            lambda: _boxes(1).expand(2**40, 4)), ValueError),
     "box_iou-bad-shape-and-dtype": Case("box_iou", _iou(lambda: _z(3, 5, dtype=I32), lambda: _z(2, 4)),
                                         ValueError),
     # encode / decode
@@ -150,6 +153,10 @@ RAW_CASES: dict[str, Case] = {
     "match-iou-nan": Case("match", _match(iou=NAN), ValueError),
     "match-variance-0": Case("match", _match(vc=0.0), ValueError),
     "match-variance-inf": Case("match", _match(vs=INF), ValueError),
+    "match-output-past-2**63-bytes": Case("match", _match(
+        boxes=lambda: _z(0, 4), labels=lambda: torch.zeros(0, dtype=I64),
+        offsets=lambda: torch.zeros(1, dtype=I64).expand(2**40 + 1),
+        priors=lambda: _priors(1).expand(2**30, 4)), ValueError),
     # hard_negative_mining
     "mining-loss-int": Case("hard_negative_mining", _mining(loss=lambda: _z(2, 5, dtype=I64)), TypeError),
     "mining-loss-3d": Case("hard_negative_mining", _mining(loss=lambda: _z(2, 5, 1)), ValueError),
@@ -172,6 +179,7 @@ RAW_CASES: dict[str, Case] = {
     "detect-candidates-negative": Case("detect", _detect(candidates=-1), ValueError),
     "detect-max-detections-negative": Case("detect", _detect(max_det=-1), ValueError),
     "detect-variance-nan": Case("detect", _detect(vc=NAN), ValueError),
+    "detect-max-detections-2**62": Case("detect", _detect(max_det=2**62), ValueError),
     # prior_boxes (no tensor argument: the meta run passes device="meta")
     "priors-ratio-counts-wrap-int64": Case("prior_boxes", _prior_args(
         fmaps=(2, 2) * 4, mins=(30.0,) * 4, maxes=(), ratios=(), counts=(2**62,) * 4), ValueError),
@@ -263,7 +271,7 @@ def test_every_op_has_bad_input_cases():
 
 
 # ---------------------------------------------------------------------------------------
-# Item 7: one meta tensor among CPU tensors reaches the fake kernel (the Meta dispatch key
+# One meta tensor among CPU tensors reaches the fake kernel (the Meta dispatch key
 # wins); it must be a device error, not an uninitialised CPU tensor.
 
 def _valid_raw_calls() -> dict[str, tuple]:
@@ -310,7 +318,7 @@ def test_valid_raw_calls_run(op):
 
 
 # ---------------------------------------------------------------------------------------
-# Item 8: errors that name the argument, what was expected and what came.
+# Errors of the wrappers that name the argument, what was expected and what came.
 
 PRIORS5 = _priors(5)
 
@@ -347,16 +355,123 @@ def test_variances_accept_numpy_numbers_and_tensors():
 PRIOR_ARGS = dict(image_size=300, min_sizes=[30], max_sizes=None, aspect_ratios=[[2]])
 
 
-@pytest.mark.parametrize("size", [2**20, 2**19, 2**62])
-def test_prior_boxes_too_many_priors_states_the_size(size):
-    """2**19 is under the 2**40-prior cap but needs terabytes: the allocation check says so."""
-    with pytest.raises(ValueError, match=r"feature_map_sizes\[0\]|priors \[P, 4\].*needs"):
+@pytest.mark.parametrize("size", [2**19, 2**20, 2**62, 2**63, 2**64, 10**30, (1, 2**64), (2**64, 1)])
+def test_prior_boxes_too_many_priors_names_feature_map_sizes(size):
+    """2**19 and 2**20 are under the 2**40-prior cap but need terabytes; 2**62 is over it; 2**63
+    and more do not fit int64 (the op's schema would refuse them with a RuntimeError)."""
+    with pytest.raises(ValueError, match=r"feature_map_sizes.*(needs \d+ bytes|at most 2\^40)"):
         ops.prior_boxes([size], **PRIOR_ARGS)
+
+
+@pytest.mark.parametrize("size", [-(2**64) - 1, -(2**63), 0])
+def test_prior_boxes_non_positive_feature_map_names_it(size):
+    with pytest.raises(ValueError, match=r"feature_map_sizes\[0\] must be positive"):
+        ops.prior_boxes([size], **PRIOR_ARGS)
+
+
+@pytest.mark.parametrize("mode", ["fake", "compile"])
+def test_prior_boxes_memory_check_of_the_fake_names_feature_map_sizes(mode):
+    """Under FakeTensorMode (the raw op) and torch.compile (the wrapper) the fake kernel states
+    the memory check in the same words as the eager wrapper."""
+    if mode == "fake":
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        def call():
+            with FakeTensorMode():
+                torch.ops.ssd_ext.prior_boxes.default([2**20, 2**20], [300.0, 300.0], [30.0], [], [], [0], [],
+                                                      device=torch.device("cpu"))
+    else:
+        def program(scale):
+            # One prior per cell: 2**40 priors, at the count cap, past any memory.
+            return ops.prior_boxes([2**20], 300, [30], None, [[]]) * scale
+
+        def call():
+            torch._dynamo.reset()
+            torch.compile(program, fullgraph=True, backend="eager")(torch.tensor(2.0))
+    with pytest.raises(Exception) as caught:
+        call()
+    error = _root_error(caught.value)
+    assert type(error) is ValueError and "feature_map_sizes" in str(error) and "needs" in str(error), error
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device and the CUDA kernels")
+def test_prior_boxes_past_gpu_memory_names_feature_map_sizes():
+    with pytest.raises(ValueError, match=r"feature_map_sizes.*needs \d+ bytes.*memory of cuda"):
+        ops.prior_boxes([2**20], **PRIOR_ARGS, device="cuda")
 
 
 def test_prior_boxes_memory_error_states_bytes_and_memory():
     with pytest.raises(ValueError, match=r"needs \d+ bytes \([\d.]+ GiB\), more than the [\d.]+ GiB"):
         ops.prior_boxes([2**19], **PRIOR_ARGS)
+
+
+# Python numbers past int64 or float range in every numeric argument of the wrappers: a
+# ValueError naming the argument, never torch's schema RuntimeError or Python's OverflowError.
+PAST_INT64 = [2**63, 2**64, -(2**64) - 1]
+PAST_FLOAT = [10**400, -(10**400)]
+
+
+def _number_cases() -> list[tuple[str, Callable[[object], object], object]]:
+    boxes, scores, idxs = _boxes(3), _z(3), torch.zeros(3, dtype=I64)
+    head = (_z(1, 5, 4), _z(1, 5, 3), PRIORS5)
+    gt = ([_boxes(2)], [torch.ones(2, dtype=I64)], PRIORS5)
+    mining = (_z(2, 5), torch.zeros(2, 5, dtype=I64))
+    counts = {
+        "max_output": [lambda v: ops.nms(boxes, scores, 0.5, v),
+                       lambda v: ops.batched_nms(boxes, scores, idxs, 0.5, v)],
+        "neg_pos_ratio": [lambda v: ops.hard_negative_mining(*mining, neg_pos_ratio=v)],
+        "min_negatives": [lambda v: ops.hard_negative_mining(*mining, min_negatives=v)],
+        "candidates_per_class": [lambda v: ops.detect_padded(*head, candidates_per_class=v)],
+        "max_detections": [lambda v: ops.detect(*head, max_detections=v)],
+        "num_levels": [lambda v: ops.ssd_sizes(300, v)],
+    }
+    unit_interval = {
+        "iou_threshold": [lambda v: ops.nms(boxes, scores, v), lambda v: ops.match(*gt, iou_threshold=v),
+                          lambda v: ops.detect(*head, iou_threshold=v)],
+        "score_threshold": [lambda v: ops.detect(*head, score_threshold=v)],
+        "offset": [lambda v: ops.prior_boxes([2], **PRIOR_ARGS, offset=v)],
+    }
+    positive = {  # positive reals: 2**64 is a valid value, past float range and negative are not
+        "variances": [lambda v: ops.encode(boxes, PRIORS5[:3], (0.1, v)),
+                      lambda v: ops.decode(_z(3, 4), PRIORS5[:3], (v, 0.2)),
+                      lambda v: ops.match(*gt, variances=(v, 0.2)),
+                      lambda v: ops.detect(*head, variances=(0.1, v))],
+        "image_size": [lambda v: ops.prior_boxes([2], v, [30], None, [[2]]),
+                       lambda v: ops.ssd_sizes(v, 6)],
+        "min_sizes": [lambda v: ops.prior_boxes([2], 300, [v], None, [[2]])],
+        "max_sizes": [lambda v: ops.prior_boxes([2], 300, [30], [v], [[2]])],
+        "aspect_ratios": [lambda v: ops.prior_boxes([2], 300, [30], None, [[v]])],
+        "steps": [lambda v: ops.prior_boxes([2], 300, [30], None, [[2]], steps=[v])],
+        "s_max": [lambda v: ops.ssd_sizes(300, 6, s_max=v)],
+    }
+    cases = [(name, call, value) for name, calls in counts.items() for call in calls
+             for value in PAST_INT64]
+    cases += [("num_classes", lambda v: ops.match(*gt, num_classes=v), -(2**64) - 1)]
+    cases += [(name, call, value) for name, calls in unit_interval.items() for call in calls
+              for value in PAST_INT64[1:] + PAST_FLOAT]
+    cases += [(name, call, value) for name, calls in positive.items() for call in calls
+              for value in PAST_INT64[2:] + PAST_FLOAT]
+    return cases
+
+
+NUMBER_CASES = _number_cases()
+
+
+@pytest.mark.parametrize(("name", "call", "value"), NUMBER_CASES,
+                         ids=[f"{name}-{k}" for k, (name, _, _) in enumerate(NUMBER_CASES)])
+def test_numbers_past_int64_or_float_range_name_the_argument(name, call, value):
+    with pytest.raises(ValueError, match=name):
+        call(value)
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64])
+def test_num_classes_past_int64_is_valid_in_match(value):
+    """num_classes only bounds the labels in Python: any large int is a valid bound."""
+    boxes, labels = [_boxes(2)], [torch.ones(2, dtype=I64)]
+    expected = ops.match(boxes, labels, PRIORS5)
+    actual = ops.match(boxes, labels, PRIORS5, num_classes=value)
+    assert torch.equal(actual[1], expected[1])
 
 
 @pytest.mark.parametrize("device", ["foo", "cpu:x", "cuda:-2"])

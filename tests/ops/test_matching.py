@@ -7,41 +7,15 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import DEVICES, assert_close_to_reference, random_boxes
+from helpers import DEVICES, assert_close_to_reference, random_boxes, random_ground_truth, ssd_priors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssd_ext import ops
 
-SSD300_CONFIG = dict(
-    feature_map_sizes=[38, 19, 10, 5, 3, 1], image_size=300,
-    min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
-    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-)
-SSD512_CONFIG = dict(
-    feature_map_sizes=[64, 32, 16, 8, 4, 2, 1], image_size=512,
-    min_sizes=[20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8],
-    max_sizes=[51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
-    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]],
-)
-_PRIOR_CACHE: dict[str, torch.Tensor] = {}
-
-
-def ssd_priors(name: str) -> torch.Tensor:
-    if name not in _PRIOR_CACHE:
-        config = SSD300_CONFIG if name == "ssd300" else SSD512_CONFIG
-        _PRIOR_CACHE[name] = ref.prior_boxes(**config)
-    return _PRIOR_CACHE[name]
-
 
 def cxcywh(boxes: list[list[float]]) -> torch.Tensor:
     return ref.xyxy_to_cxcywh(torch.tensor(boxes, dtype=torch.float32))
-
-
-def random_batch(counts, generator, min_size=0.01, max_size=0.6, num_classes=21):
-    boxes = [random_boxes(g, generator, min_size=min_size, max_size=max_size) for g in counts]
-    labels = [torch.randint(1, num_classes, (g,), generator=generator) for g in counts]
-    return boxes, labels
 
 
 def run_both(boxes, labels, priors, device, **kwargs):
@@ -65,7 +39,7 @@ def assert_matches_reference(actual, expected):
        min_size=st.sampled_from([0.001, 0.01, 0.1]))
 def test_matches_reference_random(counts, seed, threshold, num_priors, min_size):
     generator = torch.Generator().manual_seed(seed)
-    boxes, labels = random_batch(counts, generator, min_size=min_size)
+    boxes, labels = random_ground_truth(counts, generator, min_size=min_size)
     priors = ref.xyxy_to_cxcywh(random_boxes(num_priors, generator, min_size=0.02))
     for device in DEVICES:
         assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=threshold))
@@ -96,14 +70,14 @@ def test_tie_rules_match_reference_on_grid_boxes(counts, num_priors, seed, thres
 def test_matches_reference_ssd300_priors(seed, variances):
     generator = torch.Generator().manual_seed(seed)
     counts = torch.randint(0, 12, (3,), generator=generator).tolist()
-    boxes, labels = random_batch(counts, generator)
+    boxes, labels = random_ground_truth(counts, generator)
     for device in DEVICES:
         assert_matches_reference(*run_both(boxes, labels, ssd_priors("ssd300"), device, variances=variances))
 
 
 def test_matches_reference_ssd512_priors(device):
     generator = torch.Generator().manual_seed(5)
-    boxes, labels = random_batch([3, 0, 20], generator, min_size=0.005)
+    boxes, labels = random_ground_truth([3, 0, 20], generator, min_size=0.005)
     priors = ssd_priors("ssd512")
     assert priors.shape[0] == 24564
     assert_matches_reference(*run_both(boxes, labels, priors, device))
@@ -113,14 +87,14 @@ def test_crowd_of_300_ground_truths(device):
     # A COCO-like crowd: many small, overlapping objects, more than any fixed cap of 256.
     # (Every third SSD300 prior keeps the reference's greedy loop quick.)
     generator = torch.Generator().manual_seed(7)
-    boxes, labels = random_batch([300, 2], generator, min_size=0.005, max_size=0.08)
+    boxes, labels = random_ground_truth([300, 2], generator, min_size=0.005, max_size=0.08)
     assert_matches_reference(*run_both(boxes, labels, ssd_priors("ssd300")[::3], device))
 
 
 def test_crowd_on_ssd300_priors_every_ground_truth_keeps_a_prior(device):
     # Distinct labels per ground truth: each of the 300 must label at least one prior.
     generator = torch.Generator().manual_seed(8)
-    boxes, _ = random_batch([300], generator, min_size=0.005, max_size=0.08)
+    boxes, _ = random_ground_truth([300], generator, min_size=0.005, max_size=0.08)
     labels = torch.arange(1, 301)
     _, out_labels = ops.match([boxes[0].to(device)], [labels.to(device)], ssd_priors("ssd300").to(device))
     assert set(out_labels[0].unique().tolist()) == set(range(301))
@@ -207,7 +181,7 @@ def test_ground_truth_overlapping_nothing_is_not_forced(device):
 
 def test_more_ground_truths_than_priors(device):
     generator = torch.Generator().manual_seed(3)
-    boxes, labels = random_batch([9], generator, min_size=0.2)
+    boxes, labels = random_ground_truth([9], generator, min_size=0.2)
     priors = ref.xyxy_to_cxcywh(random_boxes(4, generator, min_size=0.3))
     assert_matches_reference(*run_both(boxes, labels, priors, device, iou_threshold=0.9))
 
@@ -215,7 +189,7 @@ def test_more_ground_truths_than_priors(device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_other_dtypes(device, dtype):
     generator = torch.Generator().manual_seed(11)
-    boxes, labels = random_batch([4, 6], generator, min_size=0.05)
+    boxes, labels = random_ground_truth([4, 6], generator, min_size=0.05)
     boxes = [b.to(dtype) for b in boxes]
     priors = ssd_priors("ssd300")[::7].to(dtype)
     loc, out_labels = ops.match([b.to(device) for b in boxes], [lab.to(device) for lab in labels],
@@ -236,7 +210,7 @@ def test_mixed_dtypes_and_integer_labels_promote(device):
 
 def test_non_contiguous_input(device):
     generator = torch.Generator().manual_seed(2)
-    boxes, labels = random_batch([5], generator)
+    boxes, labels = random_ground_truth([5], generator)
     strided = torch.cat([boxes[0], boxes[0]], dim=1)[:, :4]
     priors = ssd_priors("ssd300")[::3]
     assert not strided.is_contiguous() and not priors.is_contiguous()
@@ -245,7 +219,7 @@ def test_non_contiguous_input(device):
 
 def test_deterministic_across_calls(device):
     generator = torch.Generator().manual_seed(4)
-    boxes, labels = random_batch([30, 30], generator, max_size=0.2)
+    boxes, labels = random_ground_truth([30, 30], generator, max_size=0.2)
     priors = ssd_priors("ssd300").to(device)
     args = ([b.to(device) for b in boxes], [lab.to(device) for lab in labels], priors)
     first = ops.match(*args)

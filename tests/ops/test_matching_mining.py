@@ -7,23 +7,13 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import DEVICES
+from helpers import DEVICES, mining_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssd_ext import ops
 
 LABELS_2x3 = torch.zeros(2, 3, dtype=torch.int64)
-
-
-def random_problem(batch, num_priors, positive_rate, generator, distinct_values=None):
-    if distinct_values is None:
-        loss = torch.rand(batch, num_priors, generator=generator) * 5
-    else:  # few distinct values: many ties
-        loss = torch.randint(0, distinct_values, (batch, num_priors), generator=generator).float()
-    labels = torch.where(torch.rand(batch, num_priors, generator=generator) < positive_rate,
-                         torch.randint(1, 21, (batch, num_priors), generator=generator), 0)
-    return loss, labels
 
 
 @settings(max_examples=40, deadline=None)
@@ -33,7 +23,7 @@ def random_problem(batch, num_priors, positive_rate, generator, distinct_values=
        distinct=st.sampled_from([None, 1, 3, 50]), seed=st.integers(0, 2**31 - 1))
 def test_matches_reference_random(batch, num_priors, positive_rate, ratio, min_negatives, distinct, seed):
     generator = torch.Generator().manual_seed(seed)
-    loss, labels = random_problem(batch, num_priors, positive_rate, generator, distinct)
+    loss, labels = mining_problem(batch, num_priors, generator, positive_rate, distinct)
     expected = ref.hard_negative_mining(loss, labels, ratio, min_negatives)
     for device in DEVICES:
         actual = ops.hard_negative_mining(loss.to(device), labels.to(device), ratio, min_negatives)
@@ -43,7 +33,7 @@ def test_matches_reference_random(batch, num_priors, positive_rate, ratio, min_n
 
 def test_ssd300_sized_batch(device):
     generator = torch.Generator().manual_seed(0)
-    loss, labels = random_problem(8, 8732, 0.005, generator)
+    loss, labels = mining_problem(8, 8732, generator, 0.005)
     actual = ops.hard_negative_mining(loss.to(device), labels.to(device))
     expected = ref.hard_negative_mining(loss, labels)
     assert torch.equal(actual.cpu(), expected)
@@ -110,7 +100,7 @@ def test_huge_ratio_saturates(device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_other_dtypes(device, dtype):
     generator = torch.Generator().manual_seed(1)
-    loss, labels = random_problem(3, 500, 0.05, generator)
+    loss, labels = mining_problem(3, 500, generator, 0.05)
     loss = loss.to(dtype)
     keep = ops.hard_negative_mining(loss.to(device), labels.to(device))
     assert torch.equal(keep.cpu(), ref.hard_negative_mining(loss, labels))
@@ -127,7 +117,7 @@ def test_empty(device):
 
 def test_non_contiguous_and_int32_labels(device):
     generator = torch.Generator().manual_seed(2)
-    loss, labels = random_problem(6, 300, 0.05, generator)
+    loss, labels = mining_problem(6, 300, generator, 0.05)
     keep = ops.hard_negative_mining(loss.t().contiguous().t().to(device), labels.to(torch.int32).to(device))
     assert torch.equal(keep.cpu(), ref.hard_negative_mining(loss, labels))
 

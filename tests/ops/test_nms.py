@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import ssd_reference as ref
 import torch
-from helpers import DEVICES, random_boxes
+from helpers import DEVICES, random_boxes, unique_scores
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssd_ext import ops
-
-
-def unique_scores(count: int, generator: torch.Generator) -> torch.Tensor:
-    return (torch.randperm(count, generator=generator).to(torch.float32) + 1) / (count + 1)
 
 
 def run_nms(device, boxes, scores, threshold, max_output=None):

@@ -9,49 +9,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import ssd_reference as ref
 import torch
-from helpers import assert_close_to_reference
+from helpers import (
+    SMALL_PRIORS,
+    assert_close_to_reference,
+    head_outputs,
+    mining_problem,
+    seeded,
+    unique_scores,
+)
 from ssd_reference.testing import random_boxes, random_priors
 
 from ssd_ext import ops
 from ssd_ext.cli import registered_ops
 
-# A small two-level prior grid: 100 + 25 cells, 4 priors per cell.
-PRIORS = ref.prior_boxes([10, 5], 100, [20, 45], [45, 80], [[2], [2]])
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _unique_scores(count: int, generator: torch.Generator) -> torch.Tensor:
-    return (torch.randperm(count, generator=generator).to(torch.float32) + 1) / (count + 1)
-
-
-def _mining_problem(batch: int, num_priors: int, generator: torch.Generator):
-    loss = torch.rand(batch, num_priors, generator=generator) * 5
-    positive = torch.rand(batch, num_priors, generator=generator) < 0.1
-    labels = torch.where(positive, torch.randint(1, 21, (batch, num_priors), generator=generator), 0)
-    return loss, labels
-
-
-def _head_outputs(batch: int, num_classes: int, generator: torch.Generator):
-    loc = torch.randn(batch, PRIORS.shape[0], 4, generator=generator)
-    conf = 3.0 * torch.randn(batch, PRIORS.shape[0], num_classes, generator=generator)
-    return loc, conf
-
-
 # ---------------------------------------------------------------------------------------
 # opcheck: op name -> argument sets (args, kwargs) on a device.
 
 def _box_iou_args(device):
-    g = _generator(0)
+    g = seeded(0)
     return [((random_boxes(7, g).to(device), random_boxes(5, g).to(device)), {})]
 
 
 def _coding_args(device):
-    g = _generator(6)
+    g = seeded(6)
     boxes = random_boxes(2 * 9, g, min_size=0.01).reshape(2, 9, 4).to(device)
     priors = random_priors(9, g).to(device)
     return [((boxes, priors, [0.1, 0.2]), {}), ((boxes[0], priors, [0.5, 0.3]), {})]
@@ -69,21 +50,21 @@ def _prior_boxes_out_args(device):
 
 
 def _match_args(device):
-    boxes = random_boxes(5, _generator(0), min_size=0.05).to(device)
+    boxes = random_boxes(5, seeded(0), min_size=0.05).to(device)
     labels = torch.tensor([1, 2, 3, 4, 5], device=device)
     offsets = torch.tensor([0, 2, 2, 5], device=device)
-    return [((boxes, labels, offsets, PRIORS.to(device), 0.5, 0.1, 0.2), {})]
+    return [((boxes, labels, offsets, SMALL_PRIORS.to(device), 0.5, 0.1, 0.2), {})]
 
 
 def _mining_args(device):
-    loss, labels = _mining_problem(3, 40, _generator(3))
+    loss, labels = mining_problem(3, 40, seeded(3))
     return [((loss.to(device), labels.to(device), 3, 2), {})]
 
 
 def _nms_inputs(device, count=40, seed=8):
-    g = _generator(seed)
+    g = seeded(seed)
     boxes = random_boxes(count, g, max_size=0.4).to(device)
-    scores = _unique_scores(count, g).to(device)
+    scores = unique_scores(count, g).to(device)
     idxs = torch.randint(0, 3, (count,), generator=g).to(device)
     return boxes, scores, idxs
 
@@ -99,8 +80,8 @@ def _batched_nms_args(device):
 
 
 def _detect_args(device):
-    loc, conf = _head_outputs(2, 4, _generator(6))
-    return [((loc.to(device), conf.to(device), PRIORS.to(device), 0.05, 0.45, 20, 10, 0.1, 0.2), {})]
+    loc, conf = head_outputs(2, 4, seed=6)
+    return [((loc.to(device), conf.to(device), SMALL_PRIORS.to(device), 0.05, 0.45, 20, 10, 0.1, 0.2), {})]
 
 
 OPCHECK: dict[str, Callable[[str], list[tuple[tuple, dict]]]] = {
@@ -143,7 +124,7 @@ def _round_trip(boxes, priors):
 
 
 def _round_trip_inputs():
-    g = _generator(7)
+    g = seeded(7)
     return random_boxes(3 * 11, g, min_size=0.01).reshape(3, 11, 4), random_priors(11, g)
 
 
@@ -152,12 +133,12 @@ def _scaled_priors(scale):
 
 
 def _positives(box_a, box_b, labels_a, labels_b):
-    _, labels = ops.match([box_a, box_b], [labels_a, labels_b], PRIORS)
+    _, labels = ops.match([box_a, box_b], [labels_a, labels_b], SMALL_PRIORS)
     return (labels > 0).sum(dim=1)
 
 
 def _positives_inputs():
-    g = _generator(1)
+    g = seeded(1)
     boxes = [random_boxes(count, g, min_size=0.05, max_size=0.6) for count in (3, 4)]
     labels = [torch.randint(1, 21, (count,), generator=g) for count in (3, 4)]
     return (*boxes, *labels)
@@ -180,13 +161,13 @@ def _top_scores(loc, conf, priors):
 
 
 COMPILED: dict[str, Compiled] = {
-    "box_iou": Compiled(_best_iou, lambda: (random_boxes(9, _generator(2)), random_boxes(4, _generator(3)))),
+    "box_iou": Compiled(_best_iou, lambda: (random_boxes(9, seeded(2)), random_boxes(4, seeded(3)))),
     "box_coding": Compiled(_round_trip, _round_trip_inputs),
     "priors": Compiled(_scaled_priors, lambda: (torch.tensor(2.0),)),
     "matching": Compiled(_positives, _positives_inputs, exact=True),
-    "mining": Compiled(_mined_loss, lambda: _mining_problem(2, 100, _generator(4))),
+    "mining": Compiled(_mined_loss, lambda: mining_problem(2, 100, seeded(4))),
     "nms": Compiled(_kept_boxes, lambda: _nms_inputs("cpu", count=60, seed=6), exact=True),
-    "detect": Compiled(_top_scores, lambda: (*_head_outputs(2, 4, _generator(8)), PRIORS)),
+    "detect": Compiled(_top_scores, lambda: (*head_outputs(2, 4, seed=8), SMALL_PRIORS)),
 }
 
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from helpers import flat_tensors, seeded
 from ssd_reference.testing import random_boxes, random_priors
 
 from ssd_ext import _C, ops
@@ -35,18 +36,14 @@ def torch_backend() -> str:
     return "OpenMP" if "parallel backend: OpenMP" in info else "native"
 
 
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _box_iou() -> Callable[[], object]:
-    a = random_boxes(300, _generator(0), min_size=0.01)
-    b = random_boxes(700, _generator(1), min_size=0.01)
+    a = random_boxes(300, seeded(0), min_size=0.01)
+    b = random_boxes(700, seeded(1), min_size=0.01)
     return lambda: ops.box_iou(a, b)
 
 
 def _match() -> Callable[[], object]:
-    generator = _generator(2)
+    generator = seeded(2)
     priors = random_priors(3000, generator)
     counts = [4, 0, 9, 1, 6]  # an image without ground truth too
     boxes = [random_boxes(g, generator, min_size=0.05) for g in counts]
@@ -57,7 +54,7 @@ def _match() -> Callable[[], object]:
 
 
 def _hard_negative_mining() -> Callable[[], object]:
-    generator = _generator(3)
+    generator = seeded(3)
     # Losses rounded to a few values: many ties, settled by the lower prior index.
     loss = (torch.rand(7, 8732, generator=generator) * 8).round() / 8
     labels = torch.where(torch.rand(7, 8732, generator=generator) < 0.01,
@@ -67,14 +64,14 @@ def _hard_negative_mining() -> Callable[[], object]:
 
 
 def _nms() -> Callable[[], object]:
-    generator = _generator(4)
+    generator = seeded(4)
     boxes = random_boxes(3000, generator, min_size=0.02, max_size=0.3)
     scores = (torch.rand(3000, generator=generator) * 64).round()  # ties
     return lambda: ops.nms(boxes, scores, 0.5)
 
 
 def _batched_nms() -> Callable[[], object]:
-    generator = _generator(5)
+    generator = seeded(5)
     boxes = random_boxes(3000, generator, min_size=0.02, max_size=0.3)
     scores = (torch.rand(3000, generator=generator) * 64).round()
     idxs = torch.randint(0, 7, (3000,), generator=generator)
@@ -82,7 +79,7 @@ def _batched_nms() -> Callable[[], object]:
 
 
 def _detect() -> Callable[[], object]:
-    generator = _generator(6)
+    generator = seeded(6)
     priors = random_priors(4000, generator)
     loc = torch.randn(3, 4000, 4, generator=generator)
     conf = 3 * torch.randn(3, 4000, 21, generator=generator)
@@ -90,14 +87,14 @@ def _detect() -> Callable[[], object]:
 
 
 def _encode() -> Callable[[], object]:
-    generator = _generator(7)
+    generator = seeded(7)
     priors = random_priors(8732, generator)
     boxes = torch.stack([random_boxes(8732, generator, min_size=0.01) for _ in range(5)])
     return lambda: ops.encode(boxes, priors)
 
 
 def _decode() -> Callable[[], object]:
-    generator = _generator(8)
+    generator = seeded(8)
     priors = random_priors(8732, generator)
     loc = 2 * torch.randn(5, 8732, 4, generator=generator)
     return lambda: ops.decode(loc, priors)
@@ -125,12 +122,6 @@ OPS: dict[str, Callable[[], Callable[[], object]]] = {
     "prior_boxes": _prior_boxes,
 }
 SPLIT_ACROSS_THREADS = [name for name in OPS if name != "nms"]
-
-
-def _flat_tensors(value: object) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    return [t for item in value for t in _flat_tensors(item)]
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
@@ -178,7 +169,7 @@ def test_results_do_not_depend_on_thread_count(name: str) -> None:
     results = {}
     for count in THREAD_COUNTS:
         with intra_op_threads(count):
-            results[count] = [_bits(t) for t in _flat_tensors(run())]
+            results[count] = [_bits(t) for t in flat_tensors(run())]
     for count in THREAD_COUNTS[1:]:
         assert len(results[count]) == len(results[1])
         for single, several in zip(results[1], results[count], strict=True):

@@ -8,8 +8,8 @@ import ssd_reference as ref
 import torch
 from ssd_reference.testing import random_boxes
 
-from benchmarks.harness import Case, thread_rows
 from ssd_ext import ops
+from ssd_ext.bench.harness import Case, thread_rows
 from ssd_ext.engine import MultiBoxLoss
 from ssd_ext.models import SSD300_VOC, SSD512_VOC
 

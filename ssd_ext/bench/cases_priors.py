@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssd_reference as ref
 import torch
 
-from benchmarks.harness import Case
+from ssd_ext.bench.harness import Case
 from ssd_ext.models import SSD300_VOC, SSD512_VOC, PriorConfig
 from ssd_ext.ops.priors import _normalise_prior_args
 

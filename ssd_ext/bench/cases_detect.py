@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import ssd_reference as ref
 import torch
 
-from benchmarks.harness import Case, thread_rows
 from ssd_ext import ops
+from ssd_ext.bench.harness import Case, thread_rows
 from ssd_ext.models import SSD300_VOC
 
 IOU_THRESHOLD = 0.45

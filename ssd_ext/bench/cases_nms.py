@@ -7,8 +7,8 @@ import ssd_reference as ref
 import torch
 from ssd_reference.testing import random_boxes
 
-from benchmarks.harness import Case
 from ssd_ext import ops
+from ssd_ext.bench.harness import Case
 
 IOU_THRESHOLD = 0.45
 

@@ -6,8 +6,8 @@ import ssd_reference as ref
 import torch
 from ssd_reference.testing import random_boxes
 
-from benchmarks.harness import Case, thread_rows
 from ssd_ext import ops
+from ssd_ext.bench.harness import Case, thread_rows
 
 
 def _random_boxes(count: int, device: str, seed: int) -> torch.Tensor:
