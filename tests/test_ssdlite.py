@@ -16,7 +16,13 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from ssd_ext.models import PRESETS, SSDLITE320, SSDLiteHead, build_model, list_models, ssd300
-from ssd_ext.models.mobilenet_v3 import InvertedResidual, SqueezeExcitation, make_divisible
+from ssd_ext.models.mobilenet_v3 import (
+    ConvNormActivation,
+    InvertedResidual,
+    SqueezeExcitation,
+    make_divisible,
+    set_batchnorm_folding,
+)
 from ssd_ext.models.ssdlite import SSDLITE_MEAN, SSDLITE_STD
 from ssd_ext.models.weights import (
     WeightLoadError,
@@ -71,12 +77,14 @@ def test_registered_and_parameter_count():
     assert NAME in list_models()
     with torch.device("meta"):
         model = build_model(NAME, 91)
-        model21 = build_model(NAME, 21)
+        counts = {classes: sum(p.numel() for p in build_model(NAME, classes).parameters())
+                  for classes in (81, 21)}
     # torchvision's published figure for ssdlite320_mobilenet_v3_large (91 classes).
     assert sum(p.numel() for p in model.parameters()) == 3_440_060
+    assert counts == {81: 3_301_460, 21: 2_469_860}
     # Only the six class layers change with the classes: (3x3 depthwise kept) 1x1 c -> 6 * C.
     channels = [672, 480, 512, 256, 256, 128]
-    assert sum(p.numel() for p in model21.parameters()) == 3_440_060 - sum(6 * 70 * (c + 1) for c in channels)
+    assert counts[21] == 3_440_060 - sum(6 * (91 - 21) * (c + 1) for c in channels)
     assert model.prior_config is SSDLITE320 and model.num_priors == 3234
     assert model.variances == (0.1, 0.2)  # torchvision's box coder weights (10, 10, 5, 5)
     assert model.cpu_inference_memory_format == torch.channels_last
@@ -174,6 +182,36 @@ def test_forward_backward_channels_last_and_bf16():
         model(torch.randn(1, 3, 320, 320))  # the 128 px priors do not fit a 320 px input
 
 
+def test_batchnorm_folding_in_eval():
+    torch.manual_seed(0)
+    model = build_model(NAME, 4, priors=TINY_PRIORS)
+    with torch.no_grad():
+        for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0.0, 0.2)
+            norm.running_mean.normal_(0.0, 0.2)
+            norm.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(2, 3, 64, 64)
+    calls = []
+    norm = model.backbone.trunk.stage_c4[1].block[0][1]
+    handle = norm.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            folded = model.eval()(images)
+            assert calls == []  # folded: the BatchNorm module is not run
+            set_batchnorm_folding(model, False)
+            unfolded = model(images)
+            assert calls == [1]
+            set_batchnorm_folding(model, True)
+            train_mode = model.train()(images)  # batch statistics: never folded
+    finally:
+        handle.remove()
+    assert all(m.fold_in_eval for m in model.modules() if isinstance(m, ConvNormActivation))
+    for got, expected in zip(folded, unfolded, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert calls == [1, 1] and not torch.allclose(train_mode[1], unfolded[1], atol=1e-3)
+
+
 def test_trains_on_the_synthetic_set():
     from ssd_ext.data import SyntheticShapes, collate, eval_transform
 
@@ -214,7 +252,7 @@ def torchvision_pair(tmp_path_factory):
     torch.save(theirs.state_dict(), path)
     ours = build_model(NAME, NUM_CLASSES).eval()
     assert load_weights(ours, path) == "torchvision_ssdlite"
-    return theirs, ours
+    return theirs, set_batchnorm_folding(ours, False)  # torchvision's arithmetic, layer by layer
 
 
 def test_converted_model_gives_torchvisions_heads_and_detections(torchvision_pair):
@@ -234,6 +272,12 @@ def test_converted_model_gives_torchvisions_heads_and_detections(torchvision_pai
                           max_detections=300)[0]
     assert (loc - heads["bbox_regression"]).abs().max() <= 1e-5
     assert (conf - heads["cls_logits"]).abs().max() <= 1e-5 and conf.std() > 1.0
+    # With the BatchNorms folded (the default) the outputs move by float rounding only.
+    with torch.no_grad():
+        folded_loc, folded_conf = set_batchnorm_folding(ours, True)(images)
+    set_batchnorm_folding(ours, False)
+    for folded, reference in ((folded_loc, loc), (folded_conf, conf)):
+        torch.testing.assert_close(folded, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
     anchors = theirs.anchor_generator._grid_default_boxes(TORCHVISION_FMAPS, [320, 320])
     torch.testing.assert_close(ours.priors, anchors, rtol=1e-6, atol=1e-7)
     assert got["boxes"].shape == expected["boxes"].shape == (300, 4)

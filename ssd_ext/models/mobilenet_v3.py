@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["BlockSpec", "ConvNormActivation", "InvertedResidual", "LARGE_BLOCKS", "MobileNetV3Backbone",
-           "SqueezeExcitation", "make_divisible", "ssdlite_batch_norm"]
+           "SqueezeExcitation", "make_divisible", "set_batchnorm_folding", "ssdlite_batch_norm"]
 
 # BatchNorm as torchvision's SSDLite trains it (eps 0.001, momentum 0.03, PyTorch's convention:
 # the weight of the new batch's statistics); the classification MobileNetV3 uses momentum 0.01.
@@ -44,7 +45,16 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class ConvNormActivation(nn.Sequential):
-    """Conv (no bias) -> norm -> optional activation, "same" padding; children ``0``, ``1``, ``2``."""
+    """Conv (no bias) -> norm -> optional activation, "same" padding; children ``0``, ``1``, ``2``.
+
+    In eval mode a BatchNorm with running statistics is folded into the convolution on the fly
+    (weight * gamma / sqrt(var + eps), bias beta - mean * that scale): the same function up to
+    float rounding (about 1e-6 relative per layer), without a pass over the feature map. The
+    fold is recomputed at every call from the current parameters (a pass over the weights, far
+    smaller than the maps), so nothing is cached; the BatchNorm module itself is not called
+    (its hooks do not run). ``fold_in_eval = False`` (or :func:`set_batchnorm_folding`) runs
+    the three layers as they are, e.g. to reproduce another library's outputs bit for bit.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  groups: int = 1, norm: NormLayer = ssdlite_batch_norm,
@@ -60,6 +70,30 @@ class ConvNormActivation(nn.Sequential):
             layers.append(activation(inplace=True))
         super().__init__(*layers)
         self.out_channels = out_channels
+        self.fold_in_eval = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, norm = self[0], self[1]
+        if (self.training or not self.fold_in_eval or not isinstance(norm, nn.BatchNorm2d)
+                or norm.running_var is None):
+            return super().forward(x)
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        bias = -norm.running_mean * scale
+        if norm.affine:
+            scale = scale * norm.weight
+            bias = bias * norm.weight + norm.bias
+        x = nn.functional.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
+                                 conv.dilation, conv.groups)
+        return self[2](x) if len(self) > 2 else x
+
+
+def set_batchnorm_folding(model: nn.Module, enabled: bool) -> nn.Module:
+    """Turn the eval-mode BatchNorm folding of every :class:`ConvNormActivation` in ``model`` on
+    (the default: faster) or off (the unfolded layers' exact arithmetic); returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, ConvNormActivation):
+            module.fold_in_eval = bool(enabled)
+    return model
 
 
 class SqueezeExcitation(nn.Module):

@@ -20,6 +20,8 @@ Sizes are in input pixels. The presets reproduce:
 - ``SSDLITE320``: torchvision's ``ssdlite320_mobilenet_v3_large`` ``DefaultBoxGenerator``
   (ratios (2, 3) on six levels, scales 0.2 ... 0.95 and 1.0, steps from the feature map sizes,
   w and h clamped: ``clip="wh"``); 3,234 priors at 320 px.
+- ``SSDLITE160``: the same rule on the 160 px input of the synthetic CPU recipe (maps 10, 5,
+  3, 2, 1, 1; 840 priors).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "RFB512_COCO",
     "RFB_SMALL_160",
     "SSDLITE320",
+    "SSDLITE160",
     "paper_sizes",
     "config_from_scales",
     "get_preset",
@@ -321,6 +324,13 @@ SSDLITE320 = PriorConfig(
     steps=None,
     clip="wh",
 )
+# The same scales at 160 px (the synthetic CPU recipe): the model's strides give 10, 5, 3, 2, 1
+# and 1 cells; 6 * (100 + 25 + 9 + 4 + 1 + 1) = 840 priors.
+SSDLITE160 = dataclasses.replace(
+    SSDLITE320, feature_map_sizes=(10, 5, 3, 2, 1, 1), image_size=160,
+    min_sizes=tuple(160 * s for s in _SSDLITE_SCALES[:-1]),
+    max_sizes=tuple(160 * s for s in _SSDLITE_SCALES[1:]),
+)
 
 PRESETS: dict[str, PriorConfig] = {
     "ssd300_voc": SSD300_VOC,
@@ -336,6 +346,7 @@ PRESETS: dict[str, PriorConfig] = {
     "rfb512_coco": RFB512_COCO,
     "rfb_small_160": RFB_SMALL_160,
     "ssdlite320": SSDLITE320,
+    "ssdlite160": SSDLITE160,
 }
 
 

@@ -16,6 +16,9 @@ evaluation are SSD's. ``ssdlite320_mobilenet_v3_large`` has torchvision's publis
   (torchvision's init when no ImageNet backbone is loaded), BatchNorm 1 / 0.
 - Priors ``SSDLITE320`` (3,234 at 320 px). Inputs: RGB in [0, 1] mapped to [-1, 1]
   (``(x - 0.5) / 0.5``), as torchvision's model normalises inside.
+- In eval mode every conv + BatchNorm pair runs as one conv with the BatchNorm folded in
+  (``mobilenet_v3.ConvNormActivation``; ``set_batchnorm_folding(model, False)`` turns it off
+  for bit-for-bit agreement with the unfolded layers, e.g. torchvision's model).
 
 3,440,060 parameters at 91 classes (torchvision's published figure; tested).
 """
