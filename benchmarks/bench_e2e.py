@@ -39,8 +39,11 @@ their total is the headline, since a synchronisation between stages costs nothin
   runs on ``ssd_small`` (compiling SSD300's training graph takes minutes on 2 cores).
 
 Writes ``e2e.json``, ``e2e.md`` and ``e2e.png`` into ``--out``. Both models have 21 classes
-(VOC's) and the same 300x300 input; ``--model ssd_small`` (160 px) has no torchvision
-counterpart, so its torchvision rows are skipped with that reason.
+(VOC's) and the same 300x300 input; ``--model ssdlite320_mobilenet_v3_large`` compares with
+torchvision's model of that name at 320x320 (given ops.detect's default thresholds, which it
+does not ship with); ``--model ssd_small`` (160 px) has no torchvision counterpart, so its
+torchvision rows are skipped with that reason. ``benchmarks/bench_ssdlite.py`` compares the
+SSDLite pair as each ships, with the same weights, and torchvision's after ``accelerate()``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ from ssd_ext.engine import MultiBoxLoss  # noqa: E402
 from ssd_ext.models import build_model  # noqa: E402
 
 NUM_CLASSES = 21
+# Our models with a torchvision counterpart (random weights, NUM_CLASSES classes). Both run at
+# ops.detect's default thresholds (score 0.01, NMS 0.45, 400 candidates, 200 detections), which
+# are ssd300_vgg16's own; ssdlite320 ships with 0.001 / 0.55 / 300 / 300 and is given these.
+TORCHVISION_COUNTERPARTS = {"ssd300": "ssd300_vgg16",
+                            "ssdlite320_mobilenet_v3_large": "ssdlite320_mobilenet_v3_large"}
 # The reference ops' Python loops take seconds per large batch: they get at most this many
 # timed repeats (enough for a median of their much larger times).
 REFERENCE_MAX_REPEATS = 3
@@ -109,8 +117,10 @@ def parse_args(argv: list[str] | None) -> Config:
                         help="autocast (float16 on CUDA with a GradScaler, bfloat16 on the CPU)")
     parser.add_argument("--quick", action="store_true", help="a short run (a few minutes on 2 CPU cores)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile of our model")
-    parser.add_argument("--model", default="ssd300", choices=["ssd300", "ssd_small"],
-                        help="our model (torchvision's counterpart exists for ssd300 only)")
+    parser.add_argument("--model", default="ssd300",
+                        choices=["ssd300", "ssd_small", "ssdlite320_mobilenet_v3_large"],
+                        help="our model (torchvision's counterparts: ssd300_vgg16, "
+                             "ssdlite320_mobilenet_v3_large)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size")
     parser.add_argument("--train-repeats", type=int, default=None,
                         help="timed training steps per implementation")
@@ -237,8 +247,9 @@ def torchvision_unavailable(config: Config, model_name: str) -> str | None:
     """Why torchvision's rows cannot run, or None."""
     if not config.torchvision:
         return "--no-torchvision"
-    if model_name != "ssd300":
-        return f"torchvision has no counterpart of {model_name} (it is compared at ssd300)"
+    if model_name not in TORCHVISION_COUNTERPARTS:
+        return (f"torchvision has no counterpart of {model_name} (compared: "
+                f"{', '.join(TORCHVISION_COUNTERPARTS)})")
     try:
         import torchvision  # noqa: F401
     except ImportError:
@@ -249,7 +260,7 @@ def torchvision_unavailable(config: Config, model_name: str) -> str | None:
 # ----------------------------------------------------------------------------- data
 
 def image_size(model_name: str) -> int:
-    return 160 if model_name == "ssd_small" else 300
+    return {"ssd_small": 160, "ssdlite320_mobilenet_v3_large": 320}.get(model_name, 300)
 
 
 def measure_data(config: Config, batch: int, size: int) -> tuple[dict[str, object], list]:
@@ -334,15 +345,22 @@ class OursTrain:
         return times
 
 
+def torchvision_model(model_name: str) -> torch.nn.Module:
+    """torchvision's counterpart of our ``model_name`` (random weights, NUM_CLASSES classes)."""
+    from torchvision.models import detection
+
+    builder = getattr(detection, TORCHVISION_COUNTERPARTS[model_name])
+    return builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, score_thresh=0.01,
+                   nms_thresh=0.45, detections_per_img=200, topk_candidates=400)
+
+
 class TorchvisionTrain:
-    """torchvision's ssd300_vgg16 (random weights, 21 classes) with its own loss, + SGD."""
+    """torchvision's counterpart of our model (random weights, 21 classes) with its own loss, + SGD."""
 
     def __init__(self, config: Config) -> None:
-        from torchvision.models.detection import ssd300_vgg16
-
         torch.manual_seed(0)
         self.config = config
-        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+        self.model = torchvision_model(config.model)
         self.model.to(config.device).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and config.device == "cuda")
@@ -430,11 +448,9 @@ class OursInfer:
 
 class TorchvisionInfer:
     def __init__(self, config: Config) -> None:
-        from torchvision.models.detection import ssd300_vgg16
-
         torch.manual_seed(0)
         self.config = config
-        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+        self.model = torchvision_model(config.model)
         self.model.to(config.device).eval()
 
     @torch.no_grad()
@@ -462,6 +478,11 @@ class TorchvisionInfer:
 
 
 # ----------------------------------------------------------------------------- runs
+
+def row_model(impl: str, model_name: str) -> str:
+    """The model a row measured: ours, or torchvision's counterpart of it."""
+    return f"torchvision {TORCHVISION_COUNTERPARTS[model_name]}" if impl == "torchvision" else model_name
+
 
 def capped(name: str, index: int) -> bool:
     """Whether repeat ``index`` of implementation ``name`` is past the reference's cap."""
@@ -507,7 +528,7 @@ def training_rows(config: Config, model_name: str, batches: list, impls: dict[st
         staged_total = sum(breakdown.values())
         ssd_specific = breakdown["matching"] + breakdown["loss_mining"]
         rows.append({
-            "impl": name, "model": "torchvision ssd300_vgg16" if name == "torchvision" else model_name,
+            "impl": name, "model": row_model(name, model_name),
             "batch": batch_size, "median_ms": step_ms, "min_ms": min(whole[name]),
             "images_per_s": batch_size / step_ms * 1e3, "repeats": len(whole[name]),
             "timing": "whole runs" if config.whole_runs else "staged runs' total",
@@ -548,7 +569,7 @@ def inference_rows(config: Config, model_name: str, batch_sizes: tuple[int, ...]
             breakdown = {stage: median([s.get(stage, 0.0) for s in stages[name]]) for stage in INFER_STAGES}
             staged_total = sum(breakdown.values())
             rows.append({
-                "impl": name, "model": "torchvision ssd300_vgg16" if name == "torchvision" else model_name,
+                "impl": name, "model": row_model(name, model_name),
                 "batch": batch_size, "median_ms": ms, "min_ms": min(whole[name]),
                 "images_per_s": batch_size / ms * 1e3, "repeats": len(whole[name]),
                 "timing": "whole runs" if config.whole_runs else "staged runs' total",

@@ -195,7 +195,7 @@ class Detector:
         scales = [(float(width), float(height)) for height, width in sizes]
         return self.model.postprocess(loc, conf, scales, **thresholds)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, images: Any) -> list[dict[str, Any]]:
         """Detections for one picture or a list (see the class docstring)."""
         pictures = self._as_list(images)

@@ -17,6 +17,11 @@ Sizes are in input pixels. The presets reproduce:
 - ``RFB300_VOC`` / ``RFB300_COCO`` / ``RFB512_VOC`` / ``RFB512_COCO``: RFB Net's (the authors'
   ``data/config.py``): SSD's sizes with ratios (2, 3) on all but the last two levels.
 - ``RFB_SMALL_160``: the small RFB model's (``SSD_SMALL_160`` with ratios (2, 3) on four levels).
+- ``SSDLITE320``: torchvision's ``ssdlite320_mobilenet_v3_large`` ``DefaultBoxGenerator``
+  (ratios (2, 3) on six levels, scales 0.2 ... 0.95 and 1.0, steps from the feature map sizes,
+  w and h clamped: ``clip="wh"``); 3,234 priors at 320 px.
+- ``SSDLITE160``: the same rule on the 160 px input of the synthetic CPU recipe (maps 10, 5,
+  3, 2, 1, 1; 840 priors).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ __all__ = [
     "RFB512_VOC",
     "RFB512_COCO",
     "RFB_SMALL_160",
+    "SSDLITE320",
+    "SSDLITE160",
     "paper_sizes",
     "config_from_scales",
     "get_preset",
@@ -376,6 +383,28 @@ RFB512_COCO = dataclasses.replace(SSD512_COCO, aspect_ratios=_RFB_RATIOS_512)
 # the first four levels (3208 priors).
 RFB_SMALL_160 = dataclasses.replace(SSD_SMALL_160, aspect_ratios=((2, 3), (2, 3), (2, 3), (2, 3), (2,)))
 
+# SSDLite320 (torchvision's ssdlite320_mobilenet_v3_large, DefaultBoxGenerator([[2, 3]] * 6,
+# min_ratio=0.2, max_ratio=0.95)): scales 0.2 + 0.75 k / 5 for k = 0..5, then 1.0 as the last
+# level's second scale; centres (j + 0.5) / fmap (no steps); only w and h clamped to 1.
+# 6 * (20^2 + 10^2 + 5^2 + 3^2 + 2^2 + 1) = 3,234 priors.
+_SSDLITE_SCALES = tuple(0.2 + (0.95 - 0.2) * k / 5.0 for k in range(6)) + (1.0,)
+SSDLITE320 = PriorConfig(
+    feature_map_sizes=(20, 10, 5, 3, 2, 1),
+    image_size=320,
+    min_sizes=tuple(320 * s for s in _SSDLITE_SCALES[:-1]),
+    max_sizes=tuple(320 * s for s in _SSDLITE_SCALES[1:]),
+    aspect_ratios=((2, 3),) * 6,
+    steps=None,
+    clip="wh",
+)
+# The same scales at 160 px (the synthetic CPU recipe): the model's strides give 10, 5, 3, 2, 1
+# and 1 cells; 6 * (100 + 25 + 9 + 4 + 1 + 1) = 840 priors.
+SSDLITE160 = dataclasses.replace(
+    SSDLITE320, feature_map_sizes=(10, 5, 3, 2, 1, 1), image_size=160,
+    min_sizes=tuple(160 * s for s in _SSDLITE_SCALES[:-1]),
+    max_sizes=tuple(160 * s for s in _SSDLITE_SCALES[1:]),
+)
+
 PRESETS: dict[str, PriorConfig] = {
     "ssd300_voc": SSD300_VOC,
     "ssd300_coco": SSD300_COCO,
@@ -389,6 +418,8 @@ PRESETS: dict[str, PriorConfig] = {
     "rfb512_voc": RFB512_VOC,
     "rfb512_coco": RFB512_COCO,
     "rfb_small_160": RFB_SMALL_160,
+    "ssdlite320": SSDLITE320,
+    "ssdlite160": SSDLITE160,
 }
 
 

@@ -26,6 +26,14 @@ torchvision ``ssd300_vgg16``::
     loc.L.*                   <- head.regression_head.module_list.L.*
     conf.L.*                  <- head.classification_head.module_list.L.*
 
+torchvision ``ssdlite320_mobilenet_v3_large`` (our module names inside the blocks are its own)::
+
+    backbone.trunk.stage_c4.*   <- backbone.features.0.*    (stem ... the C4 block's expansion)
+    backbone.trunk.stage_c5.*   <- backbone.features.1.*    (the C4 block's depthwise ... last conv)
+    backbone.extras.K.*         <- backbone.extra.K.*
+    loc.L.*                     <- head.regression_head.module_list.L.*
+    conf.L.*                    <- head.classification_head.module_list.L.*
+
 RFBNet (the authors' ``RFB_Net_vgg.py``; see :func:`from_rfbnet`)::
 
     backbone.vgg.N.*                    <- base.N.*
@@ -81,6 +89,8 @@ __all__ = [
     "to_ssd_pytorch",
     "from_torchvision_ssd300",
     "to_torchvision_ssd300",
+    "from_torchvision_ssdlite",
+    "to_torchvision_ssdlite",
     "from_rfbnet",
     "to_rfbnet",
     "load_weights",
@@ -219,12 +229,14 @@ def load_state_dict_checked(module: nn.Module, state: Mapping[str, Tensor], sour
 
 def detect_format(state: Mapping[str, Tensor]) -> str:
     """Which layout a state dict has: ``"ssd_ext"``, ``"ssd_pytorch"``, ``"torchvision_ssd300"``,
-    ``"rfbnet"``, ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``."""
+    ``"torchvision_ssdlite"``, ``"rfbnet"``, ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"``."""
     keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
-    if any(k.startswith("backbone.vgg.") for k in keys) or any(k.startswith("backbone.stem.") for k in keys):
+    if any(k.startswith(("backbone.vgg.", "backbone.stem.", "backbone.trunk.")) for k in keys):
         return "ssd_ext"
     if any(k.startswith(("base.", "Norm.branch")) for k in keys):
         return "rfbnet"
+    if any(k.startswith("head.regression_head.module_list.0.0.") for k in keys):
+        return "torchvision_ssdlite"  # its heads are Sequentials (depthwise block, 1x1 conv)
     if "backbone.scale_weight" in keys or any(k.startswith("head.regression_head.") for k in keys):
         return "torchvision_ssd300"
     if "L2Norm.weight" in keys or any(k.startswith("vgg.") for k in keys):
@@ -427,6 +439,48 @@ def to_torchvision_ssd300(state: Mapping[str, Tensor]) -> StateDict:
     return converted
 
 
+# ---------------------------------------------------------------------------- torchvision ssdlite320
+
+def _ssdlite_pairs() -> list[tuple[str, str]]:
+    """(torchvision prefix, our prefix): whole subtrees, whose inner names are the same."""
+    return [
+        ("backbone.features.0.", "backbone.trunk.stage_c4."),
+        ("backbone.features.1.", "backbone.trunk.stage_c5."),
+        ("backbone.extra.", "backbone.extras."),
+        ("head.regression_head.module_list.", "loc."),
+        ("head.classification_head.module_list.", "conf."),
+    ]
+
+
+def from_torchvision_ssdlite(source: str | os.PathLike | Mapping[str, Tensor]) -> StateDict:
+    """Rename a torchvision ``ssdlite320_mobilenet_v3_large`` state dict's keys to ours
+    (values shared, not copied); a path or a state dict.
+
+    Load the result into ``ssdlite320_mobilenet_v3_large(num_classes)`` (torchvision's COCO
+    model: 91 classes) for the same head outputs and priors as torchvision; feed it images as
+    torchvision's transform does (RGB in [0, 1], ``(x - 0.5) / 0.5``, resized to 320x320).
+    Keys that map nowhere come back prefixed ``unmapped.``, so that loading reports them.
+    """
+    state = _as_state_dict(source)
+    return _rename(state, _ssdlite_pairs(), {})
+
+
+def to_torchvision_ssdlite(state: Mapping[str, Tensor]) -> StateDict:
+    """Our ``ssdlite320_mobilenet_v3_large`` state dict in torchvision's key layout (inverse of
+    :func:`from_torchvision_ssdlite`); loads into torchvision's model with ``load_state_dict``.
+
+    Raises:
+        WeightLoadError: a key with no torchvision equivalent (not an SSDLite state dict).
+    """
+    pairs = [(ours, theirs) for theirs, ours in _ssdlite_pairs()]
+    converted = _rename(_unwrap(state, "ssd_ext state dict"), pairs, {})
+    unmapped = [k[len("unmapped."):] for k in converted if k.startswith("unmapped.")]
+    if unmapped:
+        raise WeightLoadError(f"keys with no torchvision ssdlite320_mobilenet_v3_large equivalent (is this "
+                              f"an ssdlite320_mobilenet_v3_large?): {_describe(unmapped)}")
+    return converted
+
+
 # ---------------------------------------------------------------------------- RFBNet (the authors' code)
 
 _RFB_BLOCK_RENAMES = ((re.compile(r"branch(\d+)\."), r"branches.\1."),
@@ -526,7 +580,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tens
     """Load a local weight file (or state dict) into ``model``, converting known layouts.
 
     ``layout``: ``"auto"`` (detect), ``"ssd_ext"`` (our own ``model.state_dict()``),
-    ``"ssd_pytorch"``, ``"torchvision_ssd300"``, ``"rfbnet"`` (the authors' RFB Net300/512),
+    ``"ssd_pytorch"``, ``"torchvision_ssd300"``, ``"torchvision_ssdlite"`` (its
+    ``ssdlite320_mobilenet_v3_large``), ``"rfbnet"`` (the authors' RFB Net300/512),
     ``"torchvision_vgg16"`` or ``"vgg16_reducedfc"`` (the last two load only the VGG16 base).
     Returns the layout used.
 
@@ -542,6 +597,9 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Tens
         load_state_dict_checked(model, from_ssd_pytorch(state), "ssd.pytorch state dict")
     elif name == "torchvision_ssd300":
         load_state_dict_checked(model, from_torchvision_ssd300(state), "torchvision ssd300_vgg16 state dict")
+    elif name == "torchvision_ssdlite":
+        load_state_dict_checked(model, from_torchvision_ssdlite(state),
+                                "torchvision ssdlite320_mobilenet_v3_large state dict")
     elif name == "rfbnet":
         load_state_dict_checked(model, from_rfbnet(state), "RFBNet state dict")
     elif name in ("torchvision_vgg16", "vgg16_reducedfc"):

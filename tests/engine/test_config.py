@@ -45,3 +45,20 @@ def test_synthetic_rfb_small_is_the_default_with_the_rfb_model():
     assert rfb["model"]["name"] == "rfb_small" and rfb["model"]["priors"] is None
     for section in ("data", "optim", "schedule", "train", "checkpoint", "eval"):
         assert rfb[section] == small[section]
+
+
+def test_ssdlite320_coco_follows_torchvisions_reference_recipe():
+    config = get_preset("ssdlite320_coco")
+    assert (config.model.name, config.model.priors, config.data.kind, config.data.image_size) == (
+        "ssdlite320_mobilenet_v3_large", "ssdlite320", "coco", 320)
+    assert config.data.mean == config.data.std == [0.5, 0.5, 0.5]
+    augment = config.data.augment
+    assert (augment.photometric, augment.expand, augment.crop, augment.flip) == (False, False, True, True)
+    assert (config.optim.name, config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (
+        "sgd", 0.15, 0.9, 4e-5)
+    schedule, evaluation = config.schedule, config.eval
+    assert (schedule.epochs, schedule.warmup_iters, schedule.warmup_factor, schedule.kind,
+            schedule.min_lr_factor) == (660, 1000, 1e-3, "cosine", 0.0)
+    assert config.train.batch_size == 24
+    assert (evaluation.score_threshold, evaluation.iou_threshold, evaluation.max_detections) == (
+        0.001, 0.55, 300)
