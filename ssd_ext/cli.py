@@ -2,7 +2,8 @@
 
     ssd train [--preset P] [--resume [CKPT_OR_RUN]] [--config FILE] [--section.field VALUE ...]
     ssd eval --checkpoint C [--data PATH] [--split S] [--images DIR]
-    ssd detect IMAGES_OR_FOLDERS... --checkpoint C --out DIR
+    ssd detect IMAGES_OR_FOLDERS... (--checkpoint C | --onnx MODEL) --out DIR
+    ssd export --checkpoint C --out model.onnx [options: ssd export --help]
     ssd data synth --out DIR [--layout voc|coco] [--num-images N] ...
     ssd bench [bench_ops options]
     ssd info
@@ -216,7 +217,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(f"ssd detect needs ssd_ext.engine.inference, which this build lacks "
                          f"({error})") from None
     device = None if args.device == "auto" else args.device
-    detector = Detector.from_checkpoint(args.checkpoint, device=device, score_threshold=args.score_threshold)
+    if args.onnx:
+        from ssd_ext.export import OnnxDetector
+
+        detector = OnnxDetector(args.onnx, score_threshold=args.score_threshold)
+    else:
+        detector = Detector.from_checkpoint(args.checkpoint, device=device,
+                                            score_threshold=args.score_threshold)
     results = detect_to_files(paths, detector, args.out)
     total = sum(len(r.get("boxes", [])) for r in results)
     print(f"{len(results)} image(s), {total} detection(s) above {args.score_threshold}: pictures and "
@@ -301,7 +308,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     de = commands.add_parser("detect", help="draw a checkpoint's detections on pictures (PNG + JSON)")
     de.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS")
-    de.add_argument("--checkpoint", required=True)
+    source = de.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--onnx", help="a model written by ssd export, run by ONNX Runtime")
     de.add_argument("--out", required=True, help="folder for the pictures and detections.json")
     de.add_argument("--score-threshold", type=float, default=0.3)
     de.add_argument("--device", default="auto")
@@ -315,6 +324,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_synth_arguments(legacy, with_layout=False)
 
     commands.add_parser("bench", help="the op benchmark (options: ssd bench --help)", add_help=False)
+    commands.add_parser("export", help="export a checkpoint to ONNX, torch.export or AOTInductor "
+                        "(options: ssd export --help)", add_help=False)
     info = commands.add_parser("info", help="version, build, devices, models and presets")
     info.set_defaults(func=cmd_info)
     return parser
@@ -326,6 +337,10 @@ def _run(argv: list[str]) -> int:
         return cmd_train(argv[1:])
     if argv and argv[0] == "bench":
         return cmd_bench(argv[1:])
+    if argv and argv[0] == "export":
+        from ssd_ext.export.cli import main as export_main
+
+        return export_main(argv[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 
