@@ -13,7 +13,7 @@ op                          ONNX operators
                             ScatterND + TopK (final top-k), GatherND
 ``ssd_ext::decode``         the decode arithmetic (Slice, Mul, Add, Exp, Concat)
 ``ssd_ext::box_iou``        Min/Max/Sub/Mul/Div with broadcasting
-``ssd_ext::nms``            TopK (score order) + NonMaxSuppression
+``ssd_ext::nms``            NonMaxSuppression (one batch entry and class, no score threshold)
 ==========================  ================================================================
 
 They follow the kernels' rules (docs/ARCHITECTURE.md, "NMS and detection post-processing"):
@@ -45,7 +45,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["onnx_translation_table", "register_onnx_translations"]
+__all__ = ["box_iou_onnx", "decode_onnx", "detect_onnx", "nms_onnx", "onnx_translation_table",
+           "register_onnx_translations"]
 
 _INT64_MAX = 2**63 - 1
 _FLOAT = 1  # onnx.TensorProto.FLOAT

@@ -11,6 +11,7 @@ still probabilities and NMS sees float boxes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -104,10 +105,11 @@ def quantize_onnx(model_path: str | os.PathLike, out_path: str | os.PathLike,
     handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(handle)
     try:
-        quantize_static(model, temporary, _Reader(calibration_batches(pictures, image_size)),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax)
+        with _without_preprocessing_advice():
+            quantize_static(model, temporary, _Reader(calibration_batches(pictures, image_size)),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax)
         _write_metadata(temporary, metadata, f"int8 static QDQ (network only), {len(pictures)} calibration "
                         f"pictures, per_channel={per_channel}")
         os.replace(temporary, out_path)
@@ -116,6 +118,23 @@ def quantize_onnx(model_path: str | os.PathLike, out_path: str | os.PathLike,
             os.unlink(temporary)
         raise
     return out_path
+
+
+class _DropAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Silence quantize_static's generic advice to run its pre-processing (shape inference and
+    graph optimisation for image classifiers); the network part here is plain convolutions."""
+    advice = _DropAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def _write_metadata(path: str, metadata: dict[str, str], note: str) -> None:
