@@ -36,6 +36,10 @@ REQUIRED = {
     "jsonargparse": "jsonargparse",  # the `ssd train` command line, derived from the config dataclasses
     "yaml": "PyYAML",  # --config files in YAML
     "pycocotools": "pycocotools",  # COCO AP of the demo and of `ssd eval`
+    # The `export` extra (ssd_ext.export, `ssd export`, tests/export): installed for the tests.
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",  # torch.onnx.export's dynamo exporter and our ops' translations
+    "onnxruntime": "onnxruntime",
 }
 OPTIONAL = {
     "pybind11": "pybind11",

@@ -2,7 +2,8 @@
 
     ssd train [--preset P] [--resume [CKPT_OR_RUN]] [--config FILE] [--section.field VALUE ...]
     ssd eval --checkpoint C [--data PATH] [--split S] [--images DIR]
-    ssd detect IMAGES_OR_FOLDERS... --checkpoint C --out DIR
+    ssd detect IMAGES_OR_FOLDERS... (--checkpoint C | --onnx MODEL) --out DIR
+    ssd export --checkpoint C --out model.onnx [options: ssd export --help]
     ssd data synth --out DIR [--layout voc|coco] [--num-images N] ...
     ssd bench [bench_ops options]
     ssd ablate [--preset P] [--study paper|FILE] [--seeds N] --out DIR [--epochs N] [--dry-run]
@@ -200,7 +201,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from ssd_ext.engine.inference import Detector, detect_to_files
 
     device = None if args.device == "auto" else args.device
-    detector = Detector.from_checkpoint(args.checkpoint, device=device, score_threshold=args.score_threshold)
+    if args.onnx:
+        from ssd_ext.export import OnnxDetector
+
+        detector = OnnxDetector(args.onnx, score_threshold=args.score_threshold)
+    else:
+        detector = Detector.from_checkpoint(args.checkpoint, device=device,
+                                            score_threshold=args.score_threshold)
     results = detect_to_files(args.images, detector, args.out)
     done = [r for r in results if "error" not in r]
     failed = [r for r in results if "error" in r]
@@ -295,10 +302,12 @@ def _add_eval_parser(commands: Any) -> None:
 def _add_detect_parser(commands: Any) -> None:
     parser = commands.add_parser("detect", help="draw a checkpoint's detections on pictures (PNG + JSON)")
     parser.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS")
-    parser.add_argument("--checkpoint", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of ssd train")
+    source.add_argument("--onnx", help="a model written by ssd export, run by ONNX Runtime")
     parser.add_argument("--out", required=True, help="folder for the pictures and detections.json")
     parser.add_argument("--score-threshold", type=float, default=0.3)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="with --checkpoint: where to run")
     parser.set_defaults(func=cmd_detect)
 
 
@@ -319,6 +328,8 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="train a detector (options: ssd train --help)", add_help=False)
     _add_eval_parser(commands)
     _add_detect_parser(commands)
+    commands.add_parser("export", help="export a checkpoint to ONNX, torch.export or AOTInductor "
+                        "(options: ssd export --help)", add_help=False)
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="write the synthetic shapes set in VOC or COCO layout")
@@ -336,7 +347,14 @@ def make_parser() -> argparse.ArgumentParser:
 # entry point
 
 # Commands that parse their own options (a different parser library or a forwarded benchmark).
-_OWN_PARSERS = {"train": cmd_train, "bench": cmd_bench}
+def cmd_export(argv: Sequence[str]) -> int:
+    """``ssd export``: its options are parsed by ssd_ext.export.cli (ONNX Runtime is imported there)."""
+    from ssd_ext.export.cli import main as export_main
+
+    return export_main(argv)
+
+
+_OWN_PARSERS = {"train": cmd_train, "bench": cmd_bench, "export": cmd_export}
 
 
 def _run(argv: list[str]) -> int:
@@ -351,11 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from ssd_ext.engine.checkpoint import CheckpointError
     from ssd_ext.engine.loop import TrainingError
-    from ssd_ext.errors import ConfigError
+    from ssd_ext.errors import ConfigError, ExportError
 
     try:
         return _run(argv)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, ExportError) as error:
         print(f"ssd: error: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, TrainingError, PartialFailure) as error:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from _tiny import tiny_config
+from helpers import tiny_config
 
 from ssd_ext.engine.train import fit
 

@@ -7,7 +7,7 @@ import signal
 import sys
 
 import torch
-from _tiny import tiny_config
+from helpers import tiny_config
 
 from ssd_ext.engine.config import save_config
 from ssd_ext.engine.train import fit

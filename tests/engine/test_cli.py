@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny import tiny_config
+from helpers import tiny_config
 
 from ssd_ext.cli import main
 from ssd_ext.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
-    paths = [str(ROOT), str(ROOT / "python"), str(Path(__file__).parent)]
+    paths = [str(ROOT), str(ROOT / "python"), str(ROOT / "tests"), str(Path(__file__).parent)]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
 
 

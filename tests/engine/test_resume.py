@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from _tiny import tiny_config
+from helpers import tiny_config
 
 from ssd_ext.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from ssd_ext.engine.train import fit

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny import tiny_config
+from helpers import tiny_config
 
 from ssd_ext.engine.loop import LoopOptions, LoopState, TrainingError, TrainingParts, train_one_epoch
 from ssd_ext.engine.run_log import read_metrics
@@ -101,7 +101,7 @@ def test_a_run_of_nonfinite_losses_stops_training():
 
 @pytest.mark.slow
 def test_two_process_ddp_on_gloo(tmp_path):
-    paths = [str(ROOT), str(ROOT / "python"), str(Path(__file__).parent)]
+    paths = [str(ROOT), str(ROOT / "python"), str(ROOT / "tests"), str(Path(__file__).parent)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
                OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
