@@ -175,3 +175,38 @@ def test_detect_to_files_never_overwrites_an_input(tmp_path):
     results = detect_to_files(tmp_path, Detector(model, NAMES, 160), tmp_path)
     assert results[0]["output"] == str(tmp_path / "x_2.png")
     assert (tmp_path / "x.png").read_bytes() == before and (tmp_path / "detections.json").is_file()
+
+
+def test_memory_format_follows_the_model_on_the_cpu_unless_forced():
+    from ssd_ext.engine.inference import DetectorSettings
+
+    torch.manual_seed(0)
+    small = ssd_small(num_classes=3, width=8)
+    assert Detector(small, NAMES, 160).memory_format == torch.contiguous_format
+    small.cpu_inference_memory_format = torch.channels_last  # what the VGG/RFB/SSDLite factories set
+    detector = Detector(small, NAMES, 160)
+    assert detector.memory_format == torch.channels_last
+    assert small.conf[0].weight.is_contiguous(memory_format=torch.channels_last)
+    forced = Detector(small, NAMES, 160, memory_format="contiguous")
+    assert forced.memory_format == torch.contiguous_format and small.conf[0].weight.is_contiguous()
+    from ssd_ext.models import ssd300
+
+    assert ssd300(num_classes=3).cpu_inference_memory_format == torch.channels_last
+    with pytest.raises(ValueError, match="memory_format"):
+        DetectorSettings(memory_format="nchw")
+
+
+def test_memory_format_and_compile_give_the_eager_detections():
+    model, _ = fixed_head_model()
+    with torch.no_grad():  # let the network's output depend on the picture
+        for conv in model.conf:
+            conv.weight.normal_(0, 0.05)
+    pictures = [noise(90, 120, 1), noise(60, 60, 2), noise(40, 100, 3)]
+    settings = {"score_threshold": 0.05, "batch_size": 3}
+    eager = Detector(model, NAMES, 160, memory_format="contiguous", **settings)(pictures)
+    for other in (Detector(model, NAMES, 160, memory_format="channels_last", **settings),
+                  Detector(model, NAMES, 160, compile=True, **settings)):
+        for found, expected in zip(other(pictures), eager, strict=True):
+            assert torch.equal(found["labels"], expected["labels"])
+            torch.testing.assert_close(found["boxes"], expected["boxes"], rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(found["scores"], expected["scores"], rtol=1e-4, atol=1e-5)
