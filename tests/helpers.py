@@ -8,6 +8,7 @@ fixtures, and test files never import from each other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -24,7 +25,8 @@ from ssd_ext.engine.presets import get_preset
 __all__ = [
     "CUDA_AVAILABLE", "DEVICES", "SMALL_PRIORS", "assert_close_to_reference", "assert_same_detections",
     "check_head_order", "cuda_only", "flat_tensors", "head_outputs", "mining_problem", "overfit_losses",
-    "random_boxes", "random_ground_truth", "random_priors", "seeded", "ssd_priors", "tiny_config",
+    "he_init", "order_ties", "random_boxes", "random_ground_truth", "random_priors", "seeded", "ssd_priors",
+    "tiny_config",
     "unique_scores",
 ]
 
@@ -208,3 +210,32 @@ def tiny_config(output_dir: str, **changes) -> Config:
         else:
             setattr(config, section, value)
     return config
+
+
+def he_init(model: nn.Module, batchnorm: bool = False) -> nn.Module:
+    """He-normal convs and random biases (seed 0), so that activations neither vanish (torchvision's
+    SSDLite init gives all-equal scores at random weights) nor tie; with ``batchnorm`` also random
+    BatchNorm affine parameters and running statistics. Returns ``model``."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / module.weight[0].numel()))
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1)
+            elif batchnorm and isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.8, 1.2)
+                module.bias.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.8, 1.25)
+    return model
+
+
+def order_ties(result: dict[str, Tensor]) -> Tensor:
+    """A detection result's boxes sorted by (score desc, label, x1, y1): runs of equal scores in
+    one canonical order, so two implementations that order exact ties differently compare."""
+    boxes, scores, labels = result["boxes"], result["scores"], result["labels"]
+    order = torch.arange(boxes.shape[0])
+    for key in (boxes[:, 1], boxes[:, 0], labels.double(), -scores.double()):
+        order = order[torch.sort(key[order], stable=True).indices]
+    return boxes[order]

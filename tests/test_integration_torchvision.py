@@ -5,12 +5,12 @@ differs, restore() undoes it, and the errors are clear."""
 from __future__ import annotations
 
 import importlib
-import math
 import warnings
 
 import pytest
 import torch
 import torchvision
+from helpers import he_init, order_ties
 from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -30,24 +30,12 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def _he_init(model: nn.Module) -> nn.Module:
-    """He-normal convs and random biases, so that activations neither vanish (torchvision's
-    SSDLite init gives all-equal scores at random weights) nor tie."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / module.weight[0].numel()))
-                if module.bias is not None:
-                    module.bias.normal_(0.0, 0.1)
-    return model
-
 
 @pytest.fixture(scope="module")
 def ssdlite():
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=6)
-    return _he_init(model).eval()
+    return he_init(model).eval()
 
 
 def _pictures(seed: int = 1) -> list[torch.Tensor]:
@@ -55,21 +43,13 @@ def _pictures(seed: int = 1) -> list[torch.Tensor]:
     return [torch.rand(3, 320, 320, generator=generator), torch.rand(3, 240, 360, generator=generator)]
 
 
-def _order_ties(result: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Boxes sorted by (score desc, label, x1, y1): runs of equal scores in one canonical order."""
-    boxes, scores, labels = result["boxes"], result["scores"], result["labels"]
-    order = torch.arange(boxes.shape[0])
-    for key in (boxes[:, 1], boxes[:, 0], labels.double(), -scores.double()):
-        order = order[torch.sort(key[order], stable=True).indices]
-    return boxes[order]
-
 
 def _assert_same_detections(got: list[dict], expected: list[dict], minimum: int) -> None:
     for mine, theirs in zip(got, expected, strict=True):
         assert mine["boxes"].shape == theirs["boxes"].shape and mine["boxes"].shape[0] >= minimum
         torch.testing.assert_close(mine["scores"], theirs["scores"], rtol=1e-5, atol=1e-6)
         assert torch.equal(mine["labels"], theirs["labels"])
-        torch.testing.assert_close(_order_ties(mine), _order_ties(theirs), rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(order_ties(mine), order_ties(theirs), rtol=1e-4, atol=1e-3)
 
 
 def test_ssdlite_detections_unchanged_and_restore(ssdlite):
@@ -135,7 +115,7 @@ def _user_ssd(**kwargs) -> TorchvisionSSD:
     torch.manual_seed(0)
     model = TorchvisionSSD(_TinyBackbone(), DefaultBoxGenerator([[2], [2, 3]]), (64, 64), num_classes=4,
                            **kwargs)
-    return _he_init(model)
+    return he_init(model)
 
 
 def _targets(boxes: list[list[list[float]]], labels: list[list[int]]) -> list[dict[str, torch.Tensor]]:

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torchvision
-from helpers import check_head_order, overfit_losses
+from helpers import check_head_order, he_init, overfit_losses
 from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
@@ -234,20 +234,8 @@ def torchvision_pair(tmp_path_factory):
     """A torchvision ssdlite320_mobilenet_v3_large with random weights, running statistics and
     biases (He-normal convs, so that the activations neither vanish nor saturate into ties), and
     our model loaded from its saved state dict."""
-    torch.manual_seed(0)
-    theirs = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=NUM_CLASSES).eval()
-    with torch.no_grad():
-        for module in theirs.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / module.weight[0].numel()))
-                if module.bias is not None:
-                    module.bias.normal_(0.0, 0.1)
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.8, 1.2)
-                module.bias.normal_(0.0, 0.1)
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.8, 1.25)
+    theirs = he_init(torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES), batchnorm=True).eval()
     path = tmp_path_factory.mktemp("weights") / "ssdlite320_random.pth"
     torch.save(theirs.state_dict(), path)
     ours = build_model(NAME, NUM_CLASSES).eval()

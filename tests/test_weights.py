@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import order_ties
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
@@ -96,17 +97,9 @@ def test_torchvision_ssd300_detections_match(torchvision_pair):
     assert torch.equal(got["labels"], expected["labels"])
     # Exactly equal scores occur (identical inputs at padded borders); we order such ties by
     # prior index, torchvision leaves them to topk. Compare with ties ordered by box instead.
-    got_boxes, expected_boxes = _order_ties(got), _order_ties(expected)
+    got_boxes, expected_boxes = order_ties(got), order_ties(expected)
     torch.testing.assert_close(got_boxes, expected_boxes, rtol=1e-4, atol=1e-3)
 
-
-def _order_ties(result: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Boxes sorted by (score desc, label, x1, y1): equal-score runs in a canonical order."""
-    boxes, scores, labels = result["boxes"], result["scores"], result["labels"]
-    order = torch.arange(boxes.shape[0])
-    for key in (boxes[:, 1], boxes[:, 0], labels.double(), -scores.double()):
-        order = order[torch.sort(key[order], stable=True).indices]
-    return boxes[order]
 
 
 def test_torchvision_key_map_round_trip(torchvision_pair):

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +51,7 @@ from typing import Any
 import torch
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .files import atomic_write
 
 __all__ = [
     "StudyError", "Variant", "Study", "PlannedRun", "TimingOptions", "StudyOptions", "StudyResult",
@@ -446,20 +446,12 @@ class StudyOptions:
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     """JSON to ``path`` through a temporary file, fsync and rename (a reader sees the old file
     or the whole new one). NaN and infinities are written as null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(_json_safe(data), stream, indent=2, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+
+    def write(stream: Any) -> None:
+        json.dump(_json_safe(data), stream, indent=2, allow_nan=False)
+        stream.write("\n")
+
+    atomic_write(path, write, binary=False)
 
 
 def _json_safe(value: Any) -> Any:

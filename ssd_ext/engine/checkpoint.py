@@ -14,9 +14,8 @@ Format (a dict saved with ``torch.save``; only tensors, numbers, strings, lists,
      "iteration": int, "epoch": int, "loop": {"nonfinite_total", "nonfinite_streak", "best_ap"},
      "rng": {...}, "config": dict, "metrics": {"val": dict, "test": dict}}
 
-Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed over
-the target (and the folder fsync'ed), so a process killed at any moment leaves either the old
-file or the new one, never a torn one.
+Writes go through :func:`ssd_ext.engine.files.atomic_write`: a process killed at any moment
+leaves either the old file or the new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from torch import nn
 
 from .. import __version__
 from .config import Config, config_from_dict, config_to_dict
+from .files import atomic_write
 from .loop import LoopState, TrainingParts
 from .wrappers import unwrap_model
 
@@ -56,34 +55,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save(obj)`` to ``path`` through a temporary file, fsync and rename (:mod:`.files`)."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
