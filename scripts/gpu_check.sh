@@ -162,6 +162,10 @@ else
   if [ -f benchmarks/bench_e2e.py ]; then
     step "bench_e2e --device cuda --amp --quick" 75 "$bench_log" \
       python3 -m benchmarks.bench_e2e --device cuda --amp --quick --out "$work/e2e"
+    # SSDLite: ours beside torchvision's, the same weights, inference and a training step.
+    step "bench_e2e --model ssdlite320_mobilenet_v3_large --device cuda --quick" 60 "$bench_log" \
+      python3 -m benchmarks.bench_e2e --model ssdlite320_mobilenet_v3_large --device cuda --amp --quick \
+      --out "$work/e2e_ssdlite"
   else
     note "SKIP  bench_e2e: benchmarks/bench_e2e.py is not in this tree"
   fi
